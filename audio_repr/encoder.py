@@ -1,0 +1,315 @@
+"""Encoder and Embedding: inputs, resampling, batching with true lengths, long-audio pieces,
+layer selection, pooling and timestamps. Nothing here knows a particular family.
+
+Long audio: a clip's feature frames are cut into pieces of ``chunk_frames`` (a multiple of the
+network's largest time stride), each extended by ``context_frames`` of real neighbouring frames
+on both sides. The network's outputs for the context are dropped, so the stitched result equals
+the whole-clip computation (the context exceeds the receptive field) while memory is bounded by
+``batch_size x (chunk_frames + 2 x context_frames)``. Pieces of all clips are batched together.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .audio import AudioError, load_audio, resample, to_mono_tensor
+from .fusion import LayerSpec, fuse, mean_max_pool, resolve_layers
+from .registry import ModelCard
+
+__all__ = ["Encoder", "Embedding"]
+
+
+@dataclass
+class Embedding:
+    """Embeddings of one clip.
+
+    ``frames [T, D]`` (float32), ``timestamps_ms [T]`` (float64, centre of each frame's window),
+    ``clip [D]``, the ``layers`` used (in order; ``layer_slices`` gives each one's columns of
+    ``frames``), the ``model`` name and the clip's ``duration_s``.
+    """
+
+    frames: torch.Tensor
+    timestamps_ms: torch.Tensor
+    clip: torch.Tensor
+    layers: List[str]
+    model: str
+    layer_slices: Dict[str, Tuple[int, int]] = field(default_factory=dict)
+    duration_s: float = 0.0
+    source: Optional[str] = None
+
+    def to_numpy(self) -> Dict[str, np.ndarray]:
+        return {"frames": self.frames.numpy(), "timestamps_ms": self.timestamps_ms.numpy(),
+                "clip": self.clip.numpy(), "layers": np.array(self.layers), "model": np.array(self.model),
+                "duration_s": np.array(self.duration_s)}
+
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        """Write an ``.npz`` atomically (temporary file, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        with open(tmp, "wb") as f:
+            np.savez(f, **self.to_numpy())
+        os.replace(tmp, path)
+        return path
+
+
+@dataclass
+class _Piece:
+    clip: int
+    start: int   # first core frame
+    stop: int    # one past the last core frame
+    left: int    # context frames before start
+    right: int   # context frames after stop
+    last: bool
+
+    @property
+    def n_frames(self) -> int:
+        return self.left + (self.stop - self.start) + self.right
+
+
+class Encoder(nn.Module):
+    """A pretrained audio encoder with a uniform interface (see :func:`audio_repr.load`)."""
+
+    def __init__(self, card: ModelCard, frontend: nn.Module, network: nn.Module):
+        super().__init__()
+        self.card = card
+        self.frontend = frontend
+        self.network = network
+        mean, std = card.norm_stats
+        self.register_buffer("norm_mean", torch.tensor(float(mean)), persistent=False)
+        self.register_buffer("norm_std", torch.tensor(float(std)), persistent=False)
+        self.max_stride = max(network.layer_strides.values())
+        self.chunk_frames = card.chunk_frames
+        self.context_frames = card.context_frames
+
+    # ---- the card ----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def sample_rate(self) -> int:
+        return self.card.sample_rate
+
+    @property
+    def layer_names(self) -> List[str]:
+        return list(self.network.layer_dims)
+
+    @property
+    def layer_dims(self) -> Dict[str, int]:
+        return dict(self.network.layer_dims)
+
+    @property
+    def embedding_size(self) -> int:
+        return self.network.layer_dims[self.card.default_layer]
+
+    def frame_hop_ms(self, layer: Optional[str] = None) -> float:
+        s = self.network.layer_strides[layer or self.card.default_layer]
+        return s * self.frontend.hop_length * 1000.0 / self.sample_rate
+
+    def output_size(self, layers: LayerSpec = None) -> int:
+        return sum(self.network.layer_dims[n] for n in self._layers(layers))
+
+    @property
+    def device(self) -> torch.device:
+        return self.norm_mean.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        p = next(self.network.parameters(), None)
+        return p.dtype if p is not None else torch.float32
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, sample_rate={self.sample_rate}, layers={self.layer_names}"
+
+    def _layers(self, layers: LayerSpec) -> List[str]:
+        return resolve_layers(layers, self.layer_names, self.card.default_layer, self.card.fusion_layers)
+
+    # ---- normalisation -----------------------------------------------------------------------
+    def set_norm_stats(self, mean: float, std: float) -> None:
+        if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+            raise ValueError(f"invalid normalisation statistics mean={mean}, std={std}")
+        self.norm_mean.fill_(float(mean))
+        self.norm_std.fill_(float(std))
+
+    @property
+    def norm_stats(self) -> Tuple[float, float]:
+        return float(self.norm_mean), float(self.norm_std)
+
+    @torch.inference_mode()
+    def calibrate(self, audio, sr: Optional[int] = None) -> Tuple[float, float]:
+        """Set the log-mel mean/std from a dataset's clips (as the original evaluations do):
+        the mean and (population) standard deviation over every time-frequency value of every clip.
+        Returns ``(mean, std)``."""
+        clips = self._prepare(audio, sr)[0]
+        total = total_sq = 0.0
+        count = 0
+        for _, wav, _ in clips:
+            feats = self._features(wav)
+            x = feats.double()
+            total += float(x.sum())
+            total_sq += float((x * x).sum())
+            count += x.numel()
+        if count == 0:
+            raise AudioError("calibrate() needs at least one clip")
+        mean = total / count
+        std = max(total_sq / count - mean * mean, 0.0) ** 0.5
+        self.set_norm_stats(mean, std)
+        return mean, std
+
+    def _features(self, wav: torch.Tensor) -> torch.Tensor:
+        """Un-normalised front-end features [F, T] of one mono clip at the model's rate."""
+        fe = self.frontend
+        T = fe.frames_for(wav.shape[-1])
+        return fe.window_frames(fe.edge_pad(wav)[None], 0, T)[0]
+
+    # ---- inputs ------------------------------------------------------------------------------
+    def _prepare(self, audio, sr: Optional[int]) -> Tuple[List[Tuple[str, torch.Tensor, Optional[str]]], bool]:
+        """-> [(display name, mono waveform at the model's rate on its device, source path or None)], single."""
+        single = not isinstance(audio, (list, tuple))
+        items = [audio] if single else list(audio)
+        if not items:
+            raise AudioError("no audio given (empty list)")
+        out = []
+        for i, item in enumerate(items):
+            if isinstance(item, (str, os.PathLike)):
+                name = source = str(item)
+                wav, file_sr = load_audio(item)
+                wav = to_mono_tensor(wav, name)
+            else:
+                name, source = (f"audio[{i}]" if not single else "audio"), None
+                if sr is None:
+                    raise AudioError(f"{name}: a waveform array needs its sample rate: embed(wav, sr=...)")
+                wav, file_sr = to_mono_tensor(item, name), int(sr)
+            wav = wav.to(self.device)
+            if file_sr != self.sample_rate:
+                wav = resample(wav, file_sr, self.sample_rate)
+            out.append((name, wav, source))
+        return out, single
+
+    # ---- the model on batches -----------------------------------------------------------------
+    def forward(self, wavs: torch.Tensor, lengths: Optional[Sequence[int]] = None) -> Dict[str, torch.Tensor]:
+        """Every layer for a padded batch of waveforms [B, N] at the model's rate (differentiable).
+
+        Returns ``{layer: [B, T_layer, D_layer]}``; frames past a clip's own length are not meaningful.
+        """
+        if wavs.ndim == 1:
+            wavs = wavs[None]
+        lengths = list(lengths) if lengths is not None else [wavs.shape[-1]] * wavs.shape[0]
+        x = self.frontend(wavs, lengths)
+        n_frames = torch.tensor([self.frontend.frames_for(L) for L in lengths], device=x.device)
+        return self._network(x, n_frames)
+
+    def _network(self, feats: torch.Tensor, n_frames: torch.Tensor) -> Dict[str, torch.Tensor]:
+        x = (feats - self.norm_mean) / self.norm_std
+        t = torch.arange(x.shape[-1], device=x.device)
+        x = x * (t[None, :] < n_frames[:, None]).to(x.dtype)[:, None, :]
+        return self.network(x.to(self.dtype), n_frames)
+
+    def _pieces(self, clip: int, n_frames: int) -> List[_Piece]:
+        S = self.max_stride
+        C = max(S, (self.chunk_frames // S) * S)
+        X = -(-self.context_frames // S) * S
+        pieces = []
+        for a in range(0, n_frames, C):
+            b = min(n_frames, a + C)
+            pieces.append(_Piece(clip, a, b, min(X, a), min(X, n_frames - b), b == n_frames))
+        return pieces
+
+    @torch.inference_mode()
+    def embed(self, audio, sr: Optional[int] = None, *, layers: LayerSpec = None, batch_size: int = 16,
+              progress: bool = False) -> Union[Embedding, List[Embedding]]:
+        """Embed a clip or a list of clips (paths, 1-D/2-D arrays or tensors; ``sr`` for arrays).
+
+        ``layers``: ``None`` (standard output), ``"fusion"``, ``"all"``, or names/indices. Several
+        layers are max-pooled over time to the coarsest one's resolution and concatenated.
+        Returns an :class:`Embedding` (a list of them for a list input).
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        names = self._layers(layers)
+        strides = {n: self.network.layer_strides[n] for n in names}
+        target = max(strides.values())
+        clips, single = self._prepare(audio, sr)
+        fe = self.frontend
+        padded, n_frames, pieces = [], [], []
+        for ci, (name, wav, _) in enumerate(clips):
+            T = fe.frames_for(wav.shape[-1])
+            need = self.network.min_frames
+            if T < need:
+                min_ms = 1000.0 * ((need - 1) * fe.hop_length + 1) / self.sample_rate
+                raise AudioError(f"{name}: {1000.0 * wav.shape[-1] / self.sample_rate:.1f} ms of audio is too short "
+                                 f"for {self.name}: it needs at least {min_ms:.0f} ms")
+            padded.append(fe.edge_pad(wav))
+            n_frames.append(T)
+            pieces.extend(self._pieces(ci, T))
+        order = sorted(range(len(pieces)), key=lambda i: -pieces[i].n_frames)
+        results: Dict[Tuple[int, int], torch.Tensor] = {}
+        bar = _progress(len(pieces), progress, self.name)
+        was_training = self.training
+        self.eval()
+        try:
+            for b0 in range(0, len(order), batch_size):
+                batch = [pieces[i] for i in order[b0: b0 + batch_size]]
+                feats = self._piece_features(batch, padded)
+                lens = torch.tensor([p.n_frames for p in batch], device=feats.device)
+                outs = self._network(feats, lens)
+                for j, p in enumerate(batch):
+                    parts = {}
+                    for n in names:
+                        s = strides[n]
+                        core = (p.stop - p.start) // s if not p.last else n_frames[p.clip] // s - p.start // s
+                        parts[n] = outs[n][j, p.left // s: p.left // s + core].float()
+                    results[(p.clip, p.start)] = fuse(parts, strides) if len(names) > 1 else parts[names[0]]
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            self.train(was_training)
+            if bar is not None:
+                bar.close()
+        dims = [self.network.layer_dims[n] for n in names]
+        slices, c = {}, 0
+        for n, d in zip(names, dims):
+            slices[n] = (c, c + d)
+            c += d
+        hop_ms = fe.hop_length * 1000.0 / self.sample_rate
+        offset_ms = getattr(fe, "frame_offset_ms", 0.0)
+        embs = []
+        for ci, (name, wav, source) in enumerate(clips):
+            frames = torch.cat([results.pop((ci, p.start)) for p in self._pieces(ci, n_frames[ci])], dim=0).cpu()
+            idx = torch.arange(frames.shape[0], dtype=torch.float64)
+            ts = offset_ms + (idx * target + (target - 1) / 2.0) * hop_ms
+            embs.append(Embedding(frames=frames, timestamps_ms=ts, clip=mean_max_pool(frames), layers=names,
+                                  model=self.name, layer_slices=slices,
+                                  duration_s=wav.shape[-1] / self.sample_rate,
+                                  source=source))
+        return embs[0] if single else embs
+
+    def _piece_features(self, batch: List[_Piece], padded: List[torch.Tensor]) -> torch.Tensor:
+        fe = self.frontend
+        span = [(p.start - p.left, p.stop + p.right) for p in batch]
+        segs = []
+        for p, (f0, f1) in zip(batch, span):
+            segs.append(padded[p.clip][f0 * fe.hop_length: (f1 - 1) * fe.hop_length + fe.n_fft])
+        longest = max(s.shape[-1] for s in segs)
+        stack = segs[0].new_zeros((len(segs), longest))
+        for j, s in enumerate(segs):
+            stack[j, : s.shape[-1]] = s
+        return fe.window_frames(stack, 0, max(f1 - f0 for f0, f1 in span))
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, desc=desc, unit="piece")

@@ -1,0 +1,133 @@
+"""BYOL-A networks (v1: AudioNTT2020, v2: AudioNTT2022) with every layer exposed.
+
+Input: normalised log-mel ``[B, n_mels, T]`` and each clip's true frame count. Output: an
+ordered dict ``layer name -> [B, T_layer, D_layer]``. Frames past a clip's true length are
+zeroed after every convolution block, which is exactly what the convolutions' own zero
+padding does when the clip is run alone: a clip gives the same outputs alone or in a batch.
+
+Layer features of the convolution blocks are flattened channel-major (``c * F + f``) per time
+step. The fully connected stack reads the last block flattened frequency-major
+(``f * C + c``) as the original does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from typing import Dict, Mapping, Optional
+
+import torch
+from torch import nn
+
+
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=1, padding=1), nn.BatchNorm2d(c_out),
+                         nn.ReLU(), nn.MaxPool2d(2, stride=2))
+
+
+def _time_mask(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """Zero time steps (last axis) at or beyond ``lengths`` [B]."""
+    if lengths is None:
+        return x
+    t = torch.arange(x.shape[-1], device=x.device)
+    keep = (t[None, :] < lengths[:, None]).to(x.dtype)
+    return x * keep.view(x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1])
+
+
+class BYOLANet(nn.Module):
+    """Conv blocks (Conv3x3-BN-ReLU-MaxPool2) then Linear-ReLU-Dropout-Linear-ReLU per frame.
+
+    v1 (AudioNTT2020): ``n_conv=3``, ``hidden = out = d``; standard output ``fc2`` [T/8, d].
+    v2 (AudioNTT2022): ``n_conv=2``, ``hidden = 2048``, ``out = d_total - conv_d`` and the
+    standard output ``output`` = concat(conv feature, fc2) [T/4, d_total].
+    """
+
+    def __init__(self, n_mels: int = 64, n_conv: int = 3, channels: int = 64, hidden: int = 512,
+                 out: int = 512, stack_output: bool = False):
+        super().__init__()
+        self.n_conv, self.channels, self.stack_output = n_conv, channels, stack_output
+        blocks = []
+        for i in range(n_conv):
+            blocks.extend(_conv_block(1 if i == 0 else channels, channels))
+        self.features = nn.Sequential(*blocks)
+        self.conv_d = channels * (n_mels // 2 ** n_conv)
+        self.fc = nn.Sequential(nn.Linear(self.conv_d, hidden), nn.ReLU(), nn.Dropout(p=0.3),
+                                nn.Linear(hidden, out), nn.ReLU())
+        self.stride = 2 ** n_conv
+        f = n_mels
+        self.layer_dims: Dict[str, int] = OrderedDict()
+        self.layer_strides: Dict[str, int] = OrderedDict()
+        for i in range(n_conv):
+            f //= 2
+            self.layer_dims[f"conv{i + 1}"] = channels * f
+            self.layer_strides[f"conv{i + 1}"] = 2 ** (i + 1)
+        self.layer_dims["fc1"], self.layer_dims["fc2"] = hidden, out
+        self.layer_strides["fc1"] = self.layer_strides["fc2"] = self.stride
+        if stack_output:
+            self.layer_dims["output"] = self.conv_d + out
+            self.layer_strides["output"] = self.stride
+        self.min_frames = self.stride
+
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> "OrderedDict[str, torch.Tensor]":
+        if x.ndim == 3:
+            x = x[:, None]
+        outs: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        x = _time_mask(x, lengths)
+        for i in range(self.n_conv):
+            x = self.features[4 * i: 4 * i + 4](x)
+            if lengths is not None:
+                lengths = torch.div(lengths, 2, rounding_mode="floor")
+            x = _time_mask(x, lengths)
+            B, C, Fq, T = x.shape
+            outs[f"conv{i + 1}"] = x.permute(0, 3, 1, 2).reshape(B, T, C * Fq)
+        B, C, Fq, T = x.shape
+        conv_feat = x.permute(0, 3, 2, 1).reshape(B, T, Fq * C)   # frequency-major, as the original
+        h = self.fc[0:2](conv_feat)
+        outs["fc1"] = h
+        h = self.fc[2:](h)
+        outs["fc2"] = h
+        if self.stack_output:
+            outs["output"] = torch.cat([conv_feat, h], dim=-1)
+        return outs
+
+
+def build_network(arch: Mapping) -> BYOLANet:
+    return BYOLANet(**arch)
+
+
+_KEY = re.compile(r"(?:^|\.)((?:features|fc)\.\d+\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+
+
+def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
+    """Official BYOL-A checkpoints -> our state dict.
+
+    Accepts a plain state dict (v1: ``features.{0,1,4,5,8,9}.*``, ``fc.{0,3}.*``), or one
+    wrapped in ``state_dict``/``model`` and/or with a prefix such as ``model.`` or ``body.``
+    (v2 training checkpoints). Keys that are not part of the encoder (projector, predictor,
+    target network) are dropped.
+    """
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"expected a state dict, got {type(obj).__name__}")
+    for key in ("state_dict", "model"):
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+    out: Dict[str, torch.Tensor] = {}
+    for k, v in obj.items():
+        if not isinstance(k, str) or not torch.is_tensor(v):
+            continue
+        if k.startswith(("target_", "online_encoder.projector", "projector", "predictor")):
+            continue
+        m = _KEY.search(k)
+        if m is None:
+            continue
+        name = m.group(1)
+        if name in out and k != name:
+            continue  # prefer an unprefixed key when both exist
+        out[name] = v
+    return out
+
+
+def build_frontend(card):
+    from ..frontends import LogMelSpectrogram
+
+    return LogMelSpectrogram(**card.frontend)
