@@ -1,0 +1,199 @@
+"""Command line: ``audio-repr list | info NAME | download NAME... | embed PATHS... --model NAME --out DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, List, Optional, Tuple
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"}
+
+
+def _collect(paths: Iterable[str]) -> List[Tuple[Path, Path]]:
+    """Expand files, folders (recursive) and globs into (file, path relative to its root) pairs."""
+    found: List[Tuple[Path, Path]] = []
+    seen = set()
+    for spec in paths:
+        matches = [Path(p) for p in sorted(glob.glob(spec, recursive=True))] if glob.has_magic(spec) else [Path(spec)]
+        if not matches:
+            raise FileNotFoundError(f"no file matches {spec!r}")
+        for m in matches:
+            if m.is_dir():
+                for f in sorted(m.rglob("*")):
+                    if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS and f.resolve() not in seen:
+                        seen.add(f.resolve())
+                        found.append((f, f.relative_to(m)))
+            elif m.is_file():
+                if m.resolve() not in seen:
+                    seen.add(m.resolve())
+                    found.append((m, Path(m.name)))
+            else:
+                raise FileNotFoundError(f"no such file or folder: {m}")
+    return found
+
+
+def _cmd_list(args) -> int:
+    from .registry import get_card, list_models
+    from .models import family
+
+    rows = []
+    for name in list_models():
+        c = get_card(name)
+        rows.append((name, c.family, f"{c.sample_rate}", c.default_layer, c.description))
+    w = [max(len(r[i]) for r in rows + [("model", "family", "sr", "output", "")]) for i in range(4)]
+    print(f"{'model':<{w[0]}}  {'family':<{w[1]}}  {'sr':<{w[2]}}  {'output':<{w[3]}}  description")
+    for r in rows:
+        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]:<{w[3]}}  {r[4]}")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    import audio_repr
+    from .weights import cache_dir, manifest
+
+    enc = audio_repr.load(args.name, pretrained=False)
+    c = enc.card
+    entry = manifest()["models"].get(c.name, {})
+    info = {
+        "name": c.name, "family": c.family, "description": c.description, "sample_rate": c.sample_rate,
+        "frame_hop_ms": enc.frame_hop_ms(), "output_layer": c.default_layer, "layers": enc.layer_dims,
+        "fusion_layers": list(c.fusion_layers), "fusion_size": enc.output_size("fusion"),
+        "norm_stats": list(c.norm_stats), "resampler": c.resampler, "weights": entry,
+        "cached": (cache_dir() / entry["filename"]).is_file() if entry else False,
+        "licence": c.licence, "citation": c.citation, "paper": c.paper, "published": dict(c.published),
+    }
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _cmd_download(args) -> int:
+    from .weights import download
+
+    for name in args.names:
+        from .registry import get_card
+
+        card = get_card(name)
+        path = download(card.name, force=args.force)
+        print(f"{card.name}: {path}")
+    return 0
+
+
+def _out_path(out_dir: Path, rel: Path) -> Path:
+    return out_dir / rel.with_suffix(rel.suffix + ".npz")
+
+
+def _cmd_embed(args) -> int:
+    import audio_repr
+
+    files = _collect(args.paths)
+    if not files:
+        print("no audio files found", file=sys.stderr)
+        return 1
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [(f, rel) for f, rel in files if args.overwrite or not _out_path(out_dir, rel).is_file()]
+    skipped = len(files) - len(todo)
+    enc = audio_repr.load(args.model, weights=args.weights, device=args.device,
+                          pretrained=not args.random_init)
+    layers = args.layers
+    if layers and layers not in ("fusion", "all"):
+        layers = [s.strip() for s in layers.split(",")]
+    failures: List[Tuple[Path, str]] = []
+    done = 0
+    audio_s = 0.0
+    t0 = time.perf_counter()
+    bar = None
+    if not args.quiet:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), unit="file", desc=f"{enc.name}")
+        except ImportError:  # pragma: no cover
+            bar = None
+    try:
+        for i in range(0, len(todo), args.batch_size):
+            group = todo[i: i + args.batch_size]
+            embs = []
+            try:
+                embs = enc.embed([str(f) for f, _ in group], layers=layers, batch_size=args.batch_size)
+            except Exception:
+                # one bad file must not stop the others: retry one by one
+                for f, rel in group:
+                    try:
+                        embs.append(enc.embed(str(f), layers=layers, batch_size=args.batch_size))
+                    except Exception as e:  # reported, never fatal
+                        failures.append((f, f"{type(e).__name__}: {e}"))
+                        embs.append(None)
+            for (f, rel), e in zip(group, embs):
+                if e is None:
+                    continue
+                e.save(_out_path(out_dir, rel))
+                done += 1
+                audio_s += e.duration_s
+            if bar is not None:
+                bar.update(len(group))
+                el = max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(files_s=f"{done / el:.1f}", audio_h_s=f"{audio_s / 3600 / el:.3f}")
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"embedded {done} file(s), skipped {skipped} already done, {len(failures)} failed -> {out_dir}",
+          file=sys.stderr)
+    if failures:
+        log = out_dir / "failures.log"
+        with open(log, "a", encoding="utf-8") as fh:
+            for f, msg in failures:
+                fh.write(f"{f}\t{msg}\n")
+        for f, msg in failures:
+            print(f"  failed: {f}: {msg}", file=sys.stderr)
+        print(f"  (also written to {log})", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="audio-repr", description="Pretrained general-purpose audio encoders.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list the models").set_defaults(func=_cmd_list)
+    q = sub.add_parser("info", help="a model's card as JSON")
+    q.add_argument("name")
+    q.set_defaults(func=_cmd_info)
+    q = sub.add_parser("download", help="fetch weights into the cache for offline use")
+    q.add_argument("names", nargs="+")
+    q.add_argument("--force", action="store_true", help="download again even if cached")
+    q.set_defaults(func=_cmd_download)
+    q = sub.add_parser("embed", help="embed files, folders or globs into one .npz per file")
+    q.add_argument("paths", nargs="+", help="audio files, folders (recursive) or glob patterns")
+    q.add_argument("--model", "-m", required=True)
+    q.add_argument("--out", "-o", required=True, help="output folder (mirrors the input tree)")
+    q.add_argument("--weights", help="weights file in the original format (default: cache/mirror/download)")
+    q.add_argument("--layers", help="'fusion', 'all' or comma-separated layer names (default: standard output)")
+    q.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cpu)")
+    q.add_argument("--batch-size", type=int, default=16)
+    q.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
+    q.add_argument("--random-init", action="store_true", help="random weights (for testing pipelines)")
+    q.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    q.set_defaults(func=_cmd_embed)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .audio import AudioError
+    from .registry import UnknownModelError
+    from .weights import WeightsError
+
+    try:
+        return int(args.func(args) or 0)
+    except (UnknownModelError, WeightsError, AudioError, FileNotFoundError, ValueError) as e:
+        print(f"audio-repr: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,146 @@
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audio_repr.audio import AudioError, load_audio, resample, resample_batch, resampled_length, to_mono_tensor
+from conftest import chirp, noise
+
+
+def direct_windowed_sinc(x, orig_sr, new_sr, lowpass_filter_width=6, rolloff=0.99):
+    """Independent float64 reference: evaluate the Hann-windowed, band-limited sinc interpolation
+    of x at every output instant, straight from its definition (no polyphase tricks)."""
+    g = math.gcd(orig_sr, new_sr)
+    o, n = orig_sr // g, new_sr // g
+    base = min(o, n) * rolloff
+    x = np.asarray(x, dtype=np.float64)
+    out_len = math.ceil(n * len(x) / o)
+    idx = np.arange(len(x))
+    y = np.empty(out_len)
+    for m in range(out_len):
+        t_in = m * o / n                               # output instant, in input samples
+        u = (idx - t_in) * base / o                     # distance in units of the cut-off period
+        u = np.clip(u, -lowpass_filter_width, lowpass_filter_width)
+        w = np.cos(u * np.pi / (2 * lowpass_filter_width)) ** 2
+        y[m] = np.sum(x * np.sinc(u) * w) * base / o
+    return y
+
+
+@pytest.mark.parametrize("orig,new", [(44100, 16000), (8000, 16000), (22050, 16000), (48000, 16000)])
+def test_resampler_matches_direct_definition(orig, new):
+    x = noise(0.05, sr=orig, seed=1)
+    ours = resample(x, orig, new).numpy()
+    ref = direct_windowed_sinc(x.numpy(), orig, new)
+    assert ours.shape == ref.shape == (resampled_length(len(x), orig, new),)
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_resampler_sine_keeps_frequency_and_amplitude():
+    sr_in, sr_out, f, amp = 44100, 16000, 1000.0, 0.6
+    t = np.arange(sr_in) / sr_in
+    y = resample(torch.from_numpy((amp * np.sin(2 * np.pi * f * t)).astype(np.float32)), sr_in, sr_out).numpy()
+    assert len(y) == sr_out
+    mid = y[2000:-2000]
+    tt = np.arange(2000, sr_out - 2000) / sr_out
+    fit = amp * np.sin(2 * np.pi * f * tt)
+    assert np.abs(mid - fit).max() < 1e-3
+    spec = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    assert abs(np.argmax(spec) * sr_out / len(y) - f) <= 1.0
+
+
+def test_resampler_removes_content_above_new_nyquist():
+    sr_in, sr_out = 48000, 16000
+    t = np.arange(sr_in) / sr_in
+    x = np.sin(2 * np.pi * 12000 * t).astype(np.float32)   # above 8 kHz: must vanish
+    y = resample(torch.from_numpy(x), sr_in, sr_out).numpy()[1000:-1000]
+    # the Hann-windowed sinc of width 6 attenuates its stop band by more than 50 dB
+    assert np.sqrt(np.mean(y ** 2)) < np.sqrt(0.5) * 10 ** (-50 / 20)
+
+
+def test_resample_batch_equals_alone_and_blocks_are_exact():
+    clips = [noise(s, sr=44100, seed=i) for i, s in enumerate([0.3, 1.1, 0.07])]
+    n = max(len(c) for c in clips)
+    batch = torch.stack([torch.nn.functional.pad(c, (0, n - len(c))) for c in clips])
+    out = resample_batch(batch, 44100, 16000)
+    for i, c in enumerate(clips):
+        alone = resample(c, 44100, 16000)
+        assert torch.allclose(out[i, : len(alone)], alone, atol=1e-6)
+        blocked = resample_batch(c, 44100, 16000, block=7)
+        assert torch.allclose(blocked, alone, atol=1e-7)
+
+
+def test_resampler_matches_torchaudio_golden(golden):
+    from conftest import AUDIO
+
+    for key, path in [("dog", AUDIO / "dog-bark-44k-stereo.wav"), ("cat", AUDIO / "cat-meow-44k.wav")]:
+        wav, sr = load_audio(path, 16000)
+        ref = golden[f"{key}_wav16k"]
+        assert sr == 16000 and wav.shape == ref.shape
+        assert np.abs(wav.numpy() - ref).max() < 1e-5
+    names = [str(f) for f in golden["fsdd_files"]]
+    keys = sorted((k for k in golden if k.startswith("fsdd") and k.endswith("_wav16k")), key=lambda k: int(k[4:-len("_wav16k")]))
+    assert len(keys) == len(names) == 10
+    for k, name in zip(keys, names):
+        wav, _ = load_audio(AUDIO / "fsdd" / name, 16000)
+        assert np.abs(wav.numpy() - golden[k]).max() < 1e-5, k
+
+
+@pytest.mark.parametrize("fmt,subtype,tol", [("WAV", "PCM_16", 0), ("WAV", "PCM_24", 0), ("WAV", "FLOAT", 0),
+                                             ("FLAC", "PCM_16", 0), ("OGG", "VORBIS", 0.05), ("MP3", "MPEG_LAYER_III", 0.05)])
+def test_load_audio_formats(tmp_path, fmt, subtype, tol):
+    if fmt not in sf.available_formats() or subtype not in sf.available_subtypes(fmt):
+        pytest.skip(f"libsndfile here cannot write {fmt}/{subtype}")
+    sr = 16000
+    x = chirp(1.0, sr, amp=0.5)
+    stereo = np.stack([x, 0.5 * x], axis=1)
+    path = tmp_path / f"a.{fmt.lower()}"
+    sf.write(path, stereo, sr, format=fmt, subtype=subtype)
+    wav, got_sr = load_audio(path)
+    assert got_sr == sr and wav.ndim == 1 and wav.dtype == torch.float32
+    expected = 0.75 * x
+    if tol == 0:
+        assert np.abs(wav.numpy() - expected).max() < 1e-4
+    else:  # lossy codecs: delay and coding noise, check level and shape
+        assert abs(len(wav) - len(x)) < 4000
+        assert abs(np.sqrt(np.mean(wav.numpy() ** 2)) - np.sqrt(np.mean(expected ** 2))) < tol
+
+
+def test_int_pcm_scaled_to_unit_range(tmp_path):
+    path = tmp_path / "i16.wav"
+    data = np.array([0, 16384, -32768, 32767] * 100, dtype=np.int16)
+    sf.write(path, data, 8000, subtype="PCM_16")
+    wav, sr = load_audio(path)
+    assert sr == 8000
+    assert np.allclose(wav.numpy()[:4], [0, 0.5, -1.0, 32767 / 32768])
+    assert np.allclose(to_mono_tensor(data).numpy()[:4], [0, 0.5, -1.0, 32767 / 32768])
+
+
+def test_to_mono_layouts():
+    x = torch.randn(1000)
+    assert torch.allclose(to_mono_tensor(torch.stack([x, -x])), torch.zeros(1000))       # [C, N]
+    assert torch.allclose(to_mono_tensor(torch.stack([x, x], 1).numpy()), x)              # [N, C]
+    with pytest.raises(AudioError, match="shape"):
+        to_mono_tensor(torch.zeros(2, 3, 100))
+    with pytest.raises(AudioError, match="channels"):
+        to_mono_tensor(torch.zeros(100, 200))
+    with pytest.raises(AudioError, match="empty"):
+        to_mono_tensor(np.zeros(0, dtype=np.float32))
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        to_mono_tensor(np.array([0.0, np.nan, 1.0], dtype=np.float32))
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        to_mono_tensor(torch.tensor([0.0, float("inf")]))
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"this is not audio at all" * 10)
+    with pytest.raises(AudioError, match="cannot read"):
+        load_audio(bad)
+    with pytest.raises(FileNotFoundError):
+        load_audio(tmp_path / "missing.wav")
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(AudioError, match="no samples"):
+        load_audio(empty)
