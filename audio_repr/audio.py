@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ["load_audio", "to_mono_tensor", "resample", "resample_batch", "validate_waveform"]
+__all__ = ["load_audio", "to_mono_tensor", "resample", "resample_batch", "validate_waveform", "get_resampler",
+           "RESAMPLERS", "AudioError"]
 
 
 class AudioError(ValueError):
@@ -174,6 +175,17 @@ def resample_batch(wavs: torch.Tensor, orig_sr: int, new_sr: int, *, lowpass_fil
 def resample(wav: torch.Tensor, orig_sr: int, new_sr: int, **kwargs) -> torch.Tensor:
     """Resample one waveform (any leading shape) with the torchaudio-default windowed sinc."""
     return resample_batch(wav, orig_sr, new_sr, **kwargs)
+
+
+#: Resamplers by the name a model card uses. Each maps (waveform [..., N], orig_sr, new_sr) -> [..., M].
+RESAMPLERS = {"sinc_hann": resample_batch}
+
+
+def get_resampler(name: str):
+    try:
+        return RESAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown resampler {name!r}; known: {sorted(RESAMPLERS)}") from None
 
 
 def pad_stack(wavs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, List[int]]:

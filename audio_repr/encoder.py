@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import AudioError, load_audio, resample, to_mono_tensor
+from .audio import AudioError, get_resampler, load_audio, to_mono_tensor
 from .fusion import LayerSpec, fuse, mean_max_pool, resolve_layers
 from .registry import ModelCard
 
@@ -92,6 +92,7 @@ class Encoder(nn.Module):
         self.max_stride = max(network.layer_strides.values())
         self.chunk_frames = card.chunk_frames
         self.context_frames = card.context_frames
+        self.norm_mode = card.norm   # "fixed" or "per_clip"; calibrate()/set_norm_stats() make it "fixed"
 
     # ---- the card ----------------------------------------------------------------------------
     @property
@@ -142,6 +143,7 @@ class Encoder(nn.Module):
             raise ValueError(f"invalid normalisation statistics mean={mean}, std={std}")
         self.norm_mean.fill_(float(mean))
         self.norm_std.fill_(float(std))
+        self.norm_mode = "fixed"
 
     @property
     def norm_stats(self) -> Tuple[float, float]:
@@ -194,7 +196,7 @@ class Encoder(nn.Module):
                 wav, file_sr = to_mono_tensor(item, name), int(sr)
             wav = wav.to(self.device)
             if file_sr != self.sample_rate:
-                wav = resample(wav, file_sr, self.sample_rate)
+                wav = get_resampler(self.card.resampler)(wav, file_sr, self.sample_rate)
             out.append((name, wav, source))
         return out, single
 
@@ -209,13 +211,43 @@ class Encoder(nn.Module):
         lengths = list(lengths) if lengths is not None else [wavs.shape[-1]] * wavs.shape[0]
         x = self.frontend(wavs, lengths)
         n_frames = torch.tensor([self.frontend.frames_for(L) for L in lengths], device=x.device)
-        return self._network(x, n_frames)
+        stats = None
+        if self.norm_mode == "per_clip":
+            valid = (torch.arange(x.shape[-1], device=x.device)[None] < n_frames[:, None])[:, None, :]
+            count = valid.sum(dim=(1, 2)) * x.shape[1]
+            mean = (x * valid).sum(dim=(1, 2)) / count
+            var = (((x - mean[:, None, None]) * valid) ** 2).sum(dim=(1, 2)) / count
+            stats = (mean, var.sqrt())
+        return self._network(x, n_frames, stats)
 
-    def _network(self, feats: torch.Tensor, n_frames: torch.Tensor) -> Dict[str, torch.Tensor]:
-        x = (feats - self.norm_mean) / self.norm_std
-        t = torch.arange(x.shape[-1], device=x.device)
-        x = x * (t[None, :] < n_frames[:, None]).to(x.dtype)[:, None, :]
+    def _network(self, feats: torch.Tensor, n_frames: torch.Tensor,
+                 stats: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        """Normalise features [B, F, T], apply the padding rule past each row's length, run the network."""
+        if stats is None:
+            stats = (self.norm_mean, self.norm_std)
+        mean, std = (s.reshape(-1, 1, 1) if s.ndim else s for s in stats)
+        t = torch.arange(feats.shape[-1], device=feats.device)
+        valid = (t[None, :] < n_frames[:, None])[:, None, :]
+        if self.card.pad_value is None:                     # zero after normalisation
+            x = ((feats - mean) / std) * valid.to(feats.dtype)
+        else:                                               # a raw value, then normalised
+            x = (torch.where(valid, feats, torch.full_like(feats, self.card.pad_value)) - mean) / std
         return self.network(x.to(self.dtype), n_frames)
+
+    def _clip_stats(self, wav: torch.Tensor) -> Tuple[float, float]:
+        x = self._features(wav).double()
+        return float(x.mean()), float(x.std(unbiased=False))
+
+    def _out_frames(self, n: int, layer: str) -> int:
+        fn = getattr(self.network, "out_frames", None)
+        return fn(n, layer) if fn is not None else n // self.network.layer_strides[layer]
+
+    def _core(self, p: "_Piece", n_frames: int, layer: str) -> int:
+        """How many output steps of ``layer`` belong to piece ``p`` (the rest is context)."""
+        s = self.network.layer_strides[layer]
+        if self.context_frames == 0:                        # independent windows
+            return self._out_frames(p.stop - p.start, layer)
+        return (p.stop - p.start) // s if not p.last else n_frames // s - p.start // s
 
     def _pieces(self, clip: int, n_frames: int) -> List[_Piece]:
         S = self.max_stride
@@ -254,6 +286,9 @@ class Encoder(nn.Module):
             padded.append(fe.edge_pad(wav))
             n_frames.append(T)
             pieces.extend(self._pieces(ci, T))
+        per_clip = None
+        if self.norm_mode == "per_clip":
+            per_clip = [self._clip_stats(w) for _, w, _ in clips]
         order = sorted(range(len(pieces)), key=lambda i: -pieces[i].n_frames)
         results: Dict[Tuple[int, int], torch.Tensor] = {}
         bar = _progress(len(pieces), progress, self.name)
@@ -264,12 +299,16 @@ class Encoder(nn.Module):
                 batch = [pieces[i] for i in order[b0: b0 + batch_size]]
                 feats = self._piece_features(batch, padded)
                 lens = torch.tensor([p.n_frames for p in batch], device=feats.device)
-                outs = self._network(feats, lens)
+                stats = None
+                if per_clip is not None:
+                    stats = tuple(torch.tensor([per_clip[p.clip][k] for p in batch], device=feats.device)
+                                  for k in (0, 1))
+                outs = self._network(feats, lens, stats)
                 for j, p in enumerate(batch):
                     parts = {}
                     for n in names:
                         s = strides[n]
-                        core = (p.stop - p.start) // s if not p.last else n_frames[p.clip] // s - p.start // s
+                        core = self._core(p, n_frames[p.clip], n)
                         parts[n] = outs[n][j, p.left // s: p.left // s + core].float()
                     results[(p.clip, p.start)] = fuse(parts, strides) if len(names) > 1 else parts[names[0]]
                 if bar is not None:
@@ -285,11 +324,19 @@ class Encoder(nn.Module):
             c += d
         hop_ms = fe.hop_length * 1000.0 / self.sample_rate
         offset_ms = getattr(fe, "frame_offset_ms", 0.0)
+        coarsest = next(n for n in names if strides[n] == target)
+        window = getattr(self.network, "layer_windows", {}).get(coarsest, target)
         embs = []
         for ci, (name, wav, source) in enumerate(clips):
-            frames = torch.cat([results.pop((ci, p.start)) for p in self._pieces(ci, n_frames[ci])], dim=0).cpu()
-            idx = torch.arange(frames.shape[0], dtype=torch.float64)
-            ts = offset_ms + (idx * target + (target - 1) / 2.0) * hop_ms
+            chunks, stamps = [], []
+            for p in self._pieces(ci, n_frames[ci]):
+                f = results.pop((ci, p.start))
+                chunks.append(f)
+                i = torch.arange(f.shape[0], dtype=torch.float64)
+                # centre of each output step's window of feature frames, from the piece's own start
+                stamps.append(offset_ms + (p.start + i * target + (window - 1) / 2.0) * hop_ms)
+            frames = torch.cat(chunks, dim=0).cpu()
+            ts = torch.cat(stamps)
             embs.append(Embedding(frames=frames, timestamps_ms=ts, clip=mean_max_pool(frames), layers=names,
                                   model=self.name, layer_slices=slices,
                                   duration_s=wav.shape[-1] / self.sample_rate,
@@ -306,7 +353,8 @@ class Encoder(nn.Module):
         stack = segs[0].new_zeros((len(segs), longest))
         for j, s in enumerate(segs):
             stack[j, : s.shape[-1]] = s
-        return fe.window_frames(stack, 0, max(f1 - f0 for f0, f1 in span))
+        frames = max(max(f1 - f0 for f0, f1 in span), self.card.min_piece_frames)
+        return fe.window_frames(stack, 0, frames)
 
 
 def _progress(total: int, enabled: bool, desc: str):

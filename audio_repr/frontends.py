@@ -9,6 +9,9 @@ Every front end here is an ``nn.Module`` with:
   a clip from its *already edge-padded* waveform, which lets the encoder work on long audio
   piece by piece with results identical to the whole-file computation.
 
+and the attributes ``hop_length`` (samples between frames), ``n_fft`` (samples one frame spans)
+and optionally ``frame_offset_ms`` (time of frame 0's centre; 0 for centred STFTs).
+
 Centre padding (reflect) is applied to each clip at its own true length before batching
 (``edge_pad``), so a clip gives the same frames alone or inside a padded batch.
 """

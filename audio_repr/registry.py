@@ -30,7 +30,12 @@ class ModelCard:
     paper: str
     resampler: str = "sinc_hann"     # torchaudio's default windowed sinc (see audio.py)
     chunk_frames: int = 1024         # front-end frames per piece when encoding long audio
-    context_frames: int = 64         # extra frames each side of a piece (>= receptive radius)
+    context_frames: int = 64         # extra frames each side of a piece (>= receptive radius);
+                                     # 0 = pieces are independent windows (the original's own units)
+    norm: str = "fixed"              # "fixed": norm_stats (or calibrate()); "per_clip": each clip's own
+    pad_value: Optional[float] = None  # frames past a clip's end: None = 0 after normalisation,
+                                       # a number = that raw feature value before normalisation
+    min_piece_frames: int = 0        # pad every piece's features to at least this many frames
     published: Mapping = field(default_factory=dict)
 
     def to_dict(self) -> Dict:
