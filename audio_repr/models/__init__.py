@@ -10,7 +10,12 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-_FAMILY_MODULES = {"byola": "audio_repr.models.byola"}
+_FAMILY_MODULES = {
+    "byola": "audio_repr.models.byola",
+    "vggish": "audio_repr.models.vggish",
+    "msm_mae": "audio_repr.models.msm_mae",
+    "ast": "audio_repr.models.ast",
+}
 
 
 def family(name: str) -> ModuleType:
