@@ -1,0 +1,70 @@
+"""The command line, run as a user would (a subprocess of the installed entry point's module)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from conftest import ROOT, chirp
+from reference_byola import OriginalV1, randomise
+
+
+def run(*args, cwd=None, check=True):
+    import os
+
+    out = subprocess.run([sys.executable, "-m", "audio_repr.cli", *map(str, args)], capture_output=True, text=True,
+                         cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_list_and_info():
+    out = run("list").stdout
+    assert "byola-v1-512" in out and "byola-v2-2048" in out
+    info = json.loads(run("info", "byola-v1-512").stdout)
+    assert info["sample_rate"] == 16000 and info["frame_hop_ms"] == 80.0
+    assert info["layers"]["fc2"] == 512 and info["weights"]["sha256"].startswith("6cc64226")
+    bad = run("info", "byola-v9", check=False)
+    assert bad.returncode == 1 and "Did you mean" in bad.stderr
+
+
+def test_embed_files_and_folders(tmp_path):
+    ckpt = tmp_path / "w.pth"
+    torch.save(randomise(OriginalV1(512)).state_dict(), ckpt)
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    sf.write(data / "a.wav", chirp(1.0, 44100), 44100)
+    sf.write(data / "sub" / "b.flac", np.stack([chirp(2.0), chirp(2.0)], 1), 16000)
+    (data / "sub" / "broken.wav").write_bytes(b"not audio")
+    out = tmp_path / "out"
+    r = run("embed", data, "--model", "byola-v1-512", "--weights", ckpt, "--out", out, "-q", check=False)
+    assert r.returncode == 2 and "broken.wav" in r.stderr              # reported, not fatal
+    assert "broken.wav" in (out / "failures.log").read_text()
+    a = np.load(out / "a.wav.npz")
+    b = np.load(out / "sub" / "b.flac.npz")
+    assert a["frames"].shape == (12, 512) and a["clip"].shape == (512,)
+    assert b["frames"].shape == (25, 512) and np.allclose(b["timestamps_ms"][:2], [35.0, 115.0])
+    assert str(a["model"]) == "byola-v1-512" and list(a["layers"]) == ["fc2"]
+    # same numbers as the Python API
+    import audio_repr
+
+    e = audio_repr.load("byola-v1-512", weights=ckpt).embed(str(data / "a.wav"))
+    assert np.allclose(a["frames"], e.frames.numpy(), atol=1e-6)
+    # a second run skips finished files; --layers fusion in another folder
+    r2 = run("embed", data / "a.wav", "--model", "byola-v1-512", "--weights", ckpt, "--out", out, "-q")
+    assert "skipped 1" in r2.stderr
+    r3 = run("embed", str(data / "**" / "*.flac"), "--model", "byola-v1-512", "--weights", ckpt, "--out",
+             tmp_path / "fused", "--layers", "fusion", "-q")
+    f = np.load(tmp_path / "fused" / "b.flac.npz")
+    assert f["frames"].shape == (25, 4608) and list(f["layers"]) == ["conv1", "conv2", "conv3", "fc1", "fc2"]
+    assert not list(out.rglob("*.part"))
+
+
+def test_embed_without_weights_offline_explains(tmp_path):
+    sf.write(tmp_path / "a.wav", chirp(1.0), 16000)
+    r = run("embed", tmp_path / "a.wav", "--model", "byola-v1-512", "--out", tmp_path / "o", check=False)
+    assert r.returncode == 1 and "AudioNTT2020-BYOLA-64x96d512.pth" in r.stderr and "https://" in r.stderr

@@ -1,0 +1,168 @@
+"""Weights resolution (explicit path, cache, mirror, download), verification and safe loading."""
+
+import hashlib
+import http.server
+import os
+import pickle
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+import audio_repr
+from audio_repr import weights as W
+from reference_byola import OriginalV1, randomise
+
+
+@pytest.fixture
+def ckpt_bytes(tmp_path):
+    p = tmp_path / "src.pth"
+    torch.save(randomise(OriginalV1(512), seed=3).state_dict(), p)
+    return p.read_bytes()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A real HTTP server on loopback serving files from a folder."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(root), **k)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture
+def fake_manifest(monkeypatch, ckpt_bytes):
+    entry = {"filename": "AudioNTT2020-BYOLA-64x96d512.pth", "url": None,
+             "sha256": hashlib.sha256(ckpt_bytes).hexdigest(), "size": len(ckpt_bytes), "licence": "test licence"}
+    man = {"models": {"byola-v1-512": entry}}
+    monkeypatch.setattr(W, "manifest", lambda: man)
+    return entry
+
+
+def test_manifest_has_official_d512_entry():
+    e = W.manifest_entry("byola-v1-512")
+    assert e["sha256"] == "6cc64226318494f06ef41d7e5810be7d37abfd6490da45abdab48f188c5332e2"
+    assert e["size"] == 2410576 and e["url"].startswith("https://github.com/nttcslab/byol-a/")
+    for name in audio_repr.list_models():
+        entry = W.manifest_entry(name)
+        assert entry["filename"] and (entry.get("url") or entry.get("hf_repo")), name
+        assert entry.get("licence"), name
+
+
+def test_explicit_path_wins(tmp_path, ckpt_bytes):
+    p = tmp_path / "mine.pth"
+    p.write_bytes(ckpt_bytes)
+    assert W.resolve("byola-v1-512", p) == p
+    with pytest.raises(W.WeightsNotFoundError, match="not found"):
+        W.resolve("byola-v1-512", tmp_path / "nope.pth")
+
+
+def test_cache_then_mirror(tmp_path, monkeypatch, ckpt_bytes, fake_manifest):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / fake_manifest["filename"]).write_bytes(ckpt_bytes)
+    monkeypatch.setenv("AUDIO_REPR_MIRROR", str(mirror))
+    assert W.resolve("byola-v1-512") == mirror / fake_manifest["filename"]
+    cached = W.cache_dir() / fake_manifest["filename"]
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(ckpt_bytes)
+    assert W.resolve("byola-v1-512") == cached      # the cache comes before the mirror
+    enc = audio_repr.load("byola-v1-512")            # and load() uses it
+    assert enc.embed(torch.zeros(16000) + 0.01, sr=16000).frames.shape == (12, 512)
+
+
+def test_mirror_with_wrong_hash_is_refused(tmp_path, monkeypatch, ckpt_bytes, fake_manifest):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / fake_manifest["filename"]).write_bytes(ckpt_bytes[:-10] + b"0123456789")
+    monkeypatch.setenv("AUDIO_REPR_MIRROR", str(mirror))
+    with pytest.raises(W.HashMismatchError, match="SHA-256"):
+        W.resolve("byola-v1-512")
+
+
+def test_offline_missing_weights_says_where_and_which_url():
+    with pytest.raises(W.WeightsNotFoundError) as e:
+        audio_repr.load("byola-v1-512")
+    msg = str(e.value)
+    assert "https://github.com/nttcslab/byol-a/raw/master/pretrained_weights/AudioNTT2020-BYOLA-64x96d512.pth" in msg
+    assert str(W.cache_dir()) in msg and "weights=" in msg and "AUDIO_REPR_MIRROR" in msg
+
+
+def test_download_verified_and_atomic(monkeypatch, server, ckpt_bytes, fake_manifest):
+    root, base = server
+    (root / "w.pth").write_bytes(ckpt_bytes)
+    fake_manifest["url"] = f"{base}/w.pth"
+    monkeypatch.delenv("AUDIO_REPR_OFFLINE")
+    path = W.resolve("byola-v1-512")
+    assert path == W.cache_dir() / fake_manifest["filename"] and path.read_bytes() == ckpt_bytes
+    assert [p.name for p in W.cache_dir().iterdir()] == [fake_manifest["filename"]]
+    audio_repr.load("byola-v1-512")
+
+
+def test_download_hash_mismatch_leaves_nothing(monkeypatch, server, ckpt_bytes, fake_manifest):
+    root, base = server
+    (root / "w.pth").write_bytes(ckpt_bytes[:-1] + b"X")             # same size, different content
+    fake_manifest["url"] = f"{base}/w.pth"
+    monkeypatch.delenv("AUDIO_REPR_OFFLINE")
+    with pytest.raises(W.HashMismatchError, match="nothing was kept"):
+        W.resolve("byola-v1-512")
+    assert not W.cache_dir().exists() or list(W.cache_dir().iterdir()) == []
+
+
+def test_download_failure_is_explained(monkeypatch, server, fake_manifest):
+    _, base = server
+    fake_manifest["url"] = f"{base}/missing.pth"
+    monkeypatch.delenv("AUDIO_REPR_OFFLINE")
+    with pytest.raises(W.WeightsNotFoundError, match="could not download"):
+        W.resolve("byola-v1-512")
+    assert not W.cache_dir().exists() or list(W.cache_dir().iterdir()) == []
+
+
+def test_corrupt_checkpoint(tmp_path, ckpt_bytes):
+    p = tmp_path / "broken.pth"
+    p.write_bytes(ckpt_bytes[: len(ckpt_bytes) // 2])
+    with pytest.raises(audio_repr.WeightsError, match="corrupt"):
+        audio_repr.load("byola-v1-512", weights=p)
+
+
+def test_checkpoint_of_another_model(tmp_path):
+    p = tmp_path / "d1024.pth"
+    torch.save(randomise(OriginalV1(1024)).state_dict(), p)
+    with pytest.raises(audio_repr.WeightsError, match="shape mismatch.*fc.0.weight"):
+        audio_repr.load("byola-v1-512", weights=p)
+    q = tmp_path / "other.pth"
+    torch.save({"encoder.layer.0.weight": torch.zeros(3)}, q)
+    with pytest.raises(audio_repr.WeightsError, match="no parameters"):
+        audio_repr.load("byola-v1-512", weights=q)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_pickled_code_is_never_run(tmp_path):
+    p = tmp_path / "evil.pth"
+    with open(p, "wb") as f:
+        pickle.dump({"features.0.weight": _Evil()}, f)
+    with pytest.raises(audio_repr.WeightsError, match="weights_only"):
+        audio_repr.load("byola-v1-512", weights=p)
+
+
+def test_pretrained_false_and_conflicting_args(tmp_path):
+    enc = audio_repr.load("byola-v1-512", pretrained=False)
+    assert enc.embed(torch.rand(8000) - 0.5, sr=16000).clip.shape == (512,)
+    with pytest.raises(ValueError, match="pretrained=False"):
+        audio_repr.load("byola-v1-512", pretrained=False, weights=tmp_path / "x.pth")
