@@ -37,10 +37,33 @@ def _collect(paths: Iterable[str]) -> List[Tuple[Path, Path]]:
     return found
 
 
+def model_table_markdown() -> str:
+    """The README's model table, generated from the cards (a test keeps the README in sync)."""
+    import audio_repr
+    from .registry import get_card, list_models
+
+    lines = ["| model | family | sample rate | frame hop | output dims | layers (dims) | weights licence |",
+             "|---|---|---|---|---|---|---|"]
+    for name in list_models():
+        c = get_card(name)
+        enc = audio_repr.load(name, pretrained=False)
+        layers = ", ".join(f"{n} {d}" for n, d in enc.layer_dims.items())
+        if len(layers) > 120:
+            layers = f"{len(enc.layer_dims)} layers: " + ", ".join(
+                f"{n} {d}" for n, d in list(enc.layer_dims.items())[:2]) + ", ..., " + ", ".join(
+                f"{n} {d}" for n, d in list(enc.layer_dims.items())[-1:])
+        lic = c.licence.split(";")[0].split(" (")[0]
+        lines.append(f"| `{name}` | {c.family} | {c.sample_rate // 1000} kHz | {enc.frame_hop_ms():g} ms | "
+                     f"{enc.embedding_size} | {layers} | {lic} |")
+    return "\n".join(lines)
+
+
 def _cmd_list(args) -> int:
     from .registry import get_card, list_models
-    from .models import family
 
+    if args.markdown:
+        print(model_table_markdown())
+        return 0
     rows = []
     for name in list_models():
         c = get_card(name)
@@ -159,7 +182,9 @@ def _cmd_embed(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audio-repr", description="Pretrained general-purpose audio encoders.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="list the models").set_defaults(func=_cmd_list)
+    q = sub.add_parser("list", help="list the models")
+    q.add_argument("--markdown", action="store_true", help="the model table as Markdown")
+    q.set_defaults(func=_cmd_list)
     q = sub.add_parser("info", help="a model's card as JSON")
     q.add_argument("name")
     q.set_defaults(func=_cmd_info)

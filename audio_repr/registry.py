@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -54,8 +55,13 @@ def register(card: ModelCard) -> ModelCard:
     return card
 
 
+def _natural(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
 def list_models(family: Optional[str] = None) -> List[str]:
-    return sorted(n for n, c in _REGISTRY.items() if family is None or c.family.startswith(family))
+    """Registered model names (natural order), optionally of one family."""
+    return sorted((n for n, c in _REGISTRY.items() if family is None or c.family == family), key=_natural)
 
 
 def get_card(name: str) -> ModelCard:
