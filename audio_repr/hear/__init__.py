@@ -1,0 +1,91 @@
+"""HEAR 2021 API (https://hearbenchmark.com/hear-api.html) for every model.
+
+Each model has a module named after it, ``audio_repr.hear.<name with - replaced by _>`` (for
+example ``audio_repr.hear.byola_v1_512``), offering ``load_model(model_file_path="")``,
+``get_scene_embeddings(audio, model)``, ``get_timestamp_embeddings(audio, model)`` and the
+attributes ``sample_rate``, ``scene_embedding_size``, ``timestamp_embedding_size``. They run in
+hear-eval-kit and pass ``hearvalidator``.
+
+``model_file_path`` is a weights file in the model's original format; empty means the usual
+resolution (cache, ``AUDIO_REPR_MIRROR``, download). Timestamps are the model's own frame centres
+in milliseconds, computed from frame indices (no drift); scene embeddings are the clip embeddings
+(time-mean + time-max for most families).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+__all__ = ["HearModel", "load_model", "get_scene_embeddings", "get_timestamp_embeddings", "module_name"]
+
+
+def module_name(model: str) -> str:
+    return "audio_repr.hear." + model.replace("-", "_")
+
+
+class HearModel(nn.Module):
+    """An :class:`~audio_repr.Encoder` with the attributes the HEAR API asks for."""
+
+    def __init__(self, encoder, layers=None, batch_size: int = 16):
+        super().__init__()
+        self.encoder = encoder
+        self.layers = layers
+        self.batch_size = batch_size
+        self.sample_rate = int(encoder.sample_rate)
+        self.timestamp_embedding_size = int(encoder.output_size(layers))
+        self.scene_embedding_size = self.timestamp_embedding_size
+
+
+def load_model(name: str, model_file_path: str = "", *, layers=None, device=None) -> HearModel:
+    import audio_repr
+
+    enc = audio_repr.load(name, weights=model_file_path or None, device=device)
+    return HearModel(enc, layers=layers)
+
+
+def _rows(audio: torch.Tensor, model: HearModel):
+    if not torch.is_tensor(audio) or audio.ndim != 2:
+        raise ValueError(f"HEAR audio must be a tensor [n_sounds, n_samples], got "
+                         f"{tuple(audio.shape) if torch.is_tensor(audio) else type(audio).__name__}")
+    return model.encoder.embed(list(audio), sr=model.sample_rate, layers=model.layers,
+                               batch_size=model.batch_size)
+
+
+def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``[n_sounds, n_samples]`` -> (embeddings ``[n_sounds, T, D]``, timestamps ms ``[n_sounds, T]``)."""
+    embs = _rows(audio, model)
+    frames = torch.stack([e.frames for e in embs]).to(audio.device)
+    stamps = torch.stack([e.timestamps_ms for e in embs]).to(device=audio.device, dtype=torch.float32)
+    return frames, stamps
+
+
+def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
+    """``[n_sounds, n_samples]`` -> ``[n_sounds, D]``."""
+    embs = _rows(audio, model)
+    return torch.stack([e.clip for e in embs]).to(audio.device)
+
+
+def _module_api(name: str):
+    """What each per-model module exports."""
+
+    def _load_model(model_file_path: str = "", device=None) -> HearModel:
+        return load_model(name, model_file_path, device=device)
+
+    _load_model.__doc__ = f"Load {name} for the HEAR API (``model_file_path``: weights in the original format)."
+    return _load_model, get_timestamp_embeddings, get_scene_embeddings
+
+
+def _module_attr(name: str, attr: str):
+    if attr in ("sample_rate", "scene_embedding_size", "timestamp_embedding_size"):
+        from ..models import family
+        from ..registry import get_card
+
+        card = get_card(name)
+        if attr == "sample_rate":
+            return card.sample_rate
+        net = family(card.family).build_network(card.arch)
+        return int(net.layer_dims[card.default_layer])
+    raise AttributeError(attr)
