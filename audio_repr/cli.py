@@ -110,6 +110,39 @@ def _out_path(out_dir: Path, rel: Path) -> Path:
     return out_dir / rel.with_suffix(rel.suffix + ".npz")
 
 
+def consolidate(out_dir: Path, rels: List[Path], dest: Path) -> Path:
+    """One ``.npz`` for a dataset: ``files [N]``, ``clip [N, D]``, all ``frames`` concatenated with
+    ``frame_offsets [N + 1]`` (file i's frames are ``frames[offsets[i]:offsets[i + 1]]``), ``timestamps_ms``."""
+    import numpy as np
+
+    names, clips, frames, stamps, offsets = [], [], [], [], [0]
+    meta = None
+    for rel in rels:
+        p = _out_path(out_dir, rel)
+        if not p.is_file():
+            continue
+        with np.load(p) as d:
+            names.append(str(rel))
+            clips.append(d["clip"])
+            frames.append(d["frames"])
+            stamps.append(d["timestamps_ms"])
+            offsets.append(offsets[-1] + len(d["frames"]))
+            meta = (d["model"], d["layers"])
+    if not names:
+        raise ValueError("nothing to consolidate")
+    tmp = dest.with_name(f".{dest.name}.part")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, files=np.array(names), clip=np.stack(clips), frames=np.concatenate(frames),
+                     timestamps_ms=np.concatenate(stamps), frame_offsets=np.array(offsets), model=meta[0],
+                     layers=meta[1])
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dest
+
+
 def _cmd_embed(args) -> int:
     import audio_repr
 
@@ -119,6 +152,8 @@ def _cmd_embed(args) -> int:
         return 1
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.rglob(".*.part"):       # left by a run that was killed mid-write
+        stale.unlink()
     todo = [(f, rel) for f, rel in files if args.overwrite or not _out_path(out_dir, rel).is_file()]
     skipped = len(files) - len(todo)
     enc = audio_repr.load(args.model, weights=args.weights, device=args.device,
@@ -167,6 +202,9 @@ def _cmd_embed(args) -> int:
             bar.close()
     print(f"embedded {done} file(s), skipped {skipped} already done, {len(failures)} failed -> {out_dir}",
           file=sys.stderr)
+    if args.consolidate:
+        path = consolidate(out_dir, [rel for _, rel in files], out_dir / args.consolidate)
+        print(f"consolidated {len(files) - len(failures)} file(s) into {path}", file=sys.stderr)
     if failures:
         log = out_dir / "failures.log"
         with open(log, "a", encoding="utf-8") as fh:
@@ -202,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=16)
     q.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
     q.add_argument("--random-init", action="store_true", help="random weights (for testing pipelines)")
+    q.add_argument("--consolidate", metavar="NAME.npz",
+                   help="also write one file for the whole dataset (clip matrix, frames with offsets) under --out")
     q.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_embed)
     return p

@@ -68,3 +68,54 @@ def test_embed_without_weights_offline_explains(tmp_path):
     sf.write(tmp_path / "a.wav", chirp(1.0), 16000)
     r = run("embed", tmp_path / "a.wav", "--model", "byola-v1-512", "--out", tmp_path / "o", check=False)
     assert r.returncode == 1 and "AudioNTT2020-BYOLA-64x96d512.pth" in r.stderr and "https://" in r.stderr
+
+
+def _dataset(root, n=50):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        folder = root / f"group{i % 3}" / f"sub{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        x = (0.1 * rng.standard_normal(int(16000 * (0.5 + (i % 5) * 0.3)))).astype(np.float32)
+        ext = "wav" if i % 2 else "flac"
+        sf.write(folder / f"clip{i:02d}.{ext}", x, 16000)
+        paths.append(folder / f"clip{i:02d}.{ext}")
+    return paths
+
+
+def test_embed_resumes_after_being_killed(tmp_path):
+    import os
+    import signal
+    import time
+
+    ckpt = tmp_path / "w.pth"
+    torch.save(randomise(OriginalV1(512)).state_dict(), ckpt)
+    data = tmp_path / "data"
+    _dataset(data)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "audio_repr.cli", "embed", str(data), "--model", "byola-v1-512",
+            "--weights", str(ckpt), "--out", str(out), "--batch-size", "2", "-q"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(out.rglob("*.npz"))) < 10:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = {p: p.stat().st_mtime_ns for p in out.rglob("*.npz")}
+    assert 10 <= len(first) < 50, len(first)
+    for p in first:                       # whatever was written is complete
+        assert np.load(p)["frames"].shape[1] == 512
+    r = subprocess.run(args + ["--consolidate", "all.npz"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert f"skipped {len(first)}" in r.stderr
+    outs = [p for p in out.rglob("*.npz") if p.name != "all.npz"]
+    assert len(outs) == 50
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())   # finished files not redone
+    assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
+    allz = np.load(out / "all.npz")
+    assert allz["clip"].shape == (50, 512) and len(allz["files"]) == 50
+    assert allz["frame_offsets"][-1] == len(allz["frames"]) == len(allz["timestamps_ms"])
+    one = np.load(out / "group0" / "sub0" / "clip00.flac.npz")
+    i = list(allz["files"]).index(str(os.path.join("group0", "sub0", "clip00.flac")))
+    assert np.array_equal(allz["frames"][allz["frame_offsets"][i]:allz["frame_offsets"][i + 1]], one["frames"])
