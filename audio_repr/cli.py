@@ -156,11 +156,8 @@ def _cmd_embed(args) -> int:
         stale.unlink()
     todo = [(f, rel) for f, rel in files if args.overwrite or not _out_path(out_dir, rel).is_file()]
     skipped = len(files) - len(todo)
-    enc = audio_repr.load(args.model, weights=args.weights, device=args.device,
-                          pretrained=not args.random_init)
-    layers = args.layers
-    if layers and layers not in ("fusion", "all"):
-        layers = [s.strip() for s in layers.split(",")]
+    enc = _load_for(args)
+    layers = _layers_arg(args.layers)
     failures: List[Tuple[Path, str]] = []
     done = 0
     audio_s = 0.0
@@ -217,6 +214,53 @@ def _cmd_embed(args) -> int:
     return 0
 
 
+def _load_for(args):
+    import audio_repr
+
+    return audio_repr.load(args.model, weights=args.weights, device=args.device, pretrained=not args.random_init)
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluate import evaluate
+
+    enc = _load_for(args)
+    res = evaluate(enc, args.csv, layers=_layers_arg(args.layers), batch_size=args.batch_size,
+                   cache=Path(args.cache) if args.cache else None, progress=not args.quiet)
+    print(res.report())
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": res.model, "layers": args.layers, "csv": str(args.csv),
+                                               "weights": "random-init" if args.random_init else (args.weights or "default"),
+                                               "folds": res.folds, "per_seed": res.per_seed, "mean": res.mean}, indent=2))
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from .plot import plot_file, plot_map
+
+    enc = _load_for(args)
+    if args.map:
+        path = plot_map(enc, args.input, args.out, layers=_layers_arg(args.layers), method=args.method,
+                        cache=Path(args.cache) if args.cache else None, limit=args.limit)
+    else:
+        path = plot_file(enc, args.input, args.out, layers=_layers_arg(args.layers))
+    print(path)
+    return 0
+
+
+def _layers_arg(layers):
+    if layers and layers not in ("fusion", "all"):
+        return [s.strip() for s in layers.split(",")]
+    return layers
+
+
+def _model_args(q, default_model=None):
+    q.add_argument("--model", "-m", required=default_model is None, default=default_model)
+    q.add_argument("--weights", help="weights file in the original format (default: cache/mirror/download)")
+    q.add_argument("--layers", help="'fusion', 'all' or comma-separated layer names (default: standard output)")
+    q.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cpu)")
+    q.add_argument("--random-init", action="store_true", help="random weights (baselines, testing pipelines)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audio-repr", description="Pretrained general-purpose audio encoders.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -232,18 +276,31 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_download)
     q = sub.add_parser("embed", help="embed files, folders or globs into one .npz per file")
     q.add_argument("paths", nargs="+", help="audio files, folders (recursive) or glob patterns")
-    q.add_argument("--model", "-m", required=True)
+    _model_args(q)
     q.add_argument("--out", "-o", required=True, help="output folder (mirrors the input tree)")
-    q.add_argument("--weights", help="weights file in the original format (default: cache/mirror/download)")
-    q.add_argument("--layers", help="'fusion', 'all' or comma-separated layer names (default: standard output)")
-    q.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cpu)")
     q.add_argument("--batch-size", type=int, default=16)
     q.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
-    q.add_argument("--random-init", action="store_true", help="random weights (for testing pipelines)")
     q.add_argument("--consolidate", metavar="NAME.npz",
                    help="also write one file for the whole dataset (clip matrix, frames with offsets) under --out")
     q.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_embed)
+    q = sub.add_parser("evaluate", help="linear-probe accuracy on a file,label[,fold|split] CSV")
+    q.add_argument("csv")
+    _model_args(q, default_model="byola-v1-512")
+    q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--cache", help="folder to cache the embeddings in")
+    q.add_argument("--json", help="also write the result as JSON")
+    q.add_argument("--quiet", "-q", action="store_true")
+    q.set_defaults(func=_cmd_evaluate)
+    q = sub.add_parser("plot", help="PNG of a file's log-mel + frame embeddings, or --map of a labelled CSV")
+    q.add_argument("input", help="an audio file, or with --map a file,label CSV")
+    _model_args(q)
+    q.add_argument("--out", "-o", required=True, help="PNG to write")
+    q.add_argument("--map", action="store_true", help="2-D map of the CSV's clip embeddings coloured by label")
+    q.add_argument("--method", choices=["pca", "tsne"], default="tsne")
+    q.add_argument("--limit", type=int, help="use only the first N rows of the CSV")
+    q.add_argument("--cache", help="folder to cache the embeddings in")
+    q.set_defaults(func=_cmd_plot)
     return p
 
 

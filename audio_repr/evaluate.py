@@ -1,0 +1,180 @@
+"""Linear-probe evaluation, the standard protocol of the field (as in EVAR, the BYOL-A/MSM-MAE
+authors' evaluation package):
+
+* frozen clip embeddings, computed once and cached;
+* standardised with the training split's mean and standard deviation;
+* one linear layer trained with Adam (lr 3e-4, weight decay 1e-8, batches of at most 200,
+  at most 200 epochs), early stopping on validation accuracy (patience 20), best weights restored;
+* the mean over seeds 42, 43, 44;
+* a dataset with folds is evaluated leave-one-fold-out, 10 % of the training folds held out for
+  validation; a dataset with a ``split`` column uses its ``train``/``valid``/``test`` (10 % of train
+  for validation when there is no ``valid``).
+
+The dataset is a CSV with ``file,label`` and optionally ``fold`` or ``split`` (other columns are
+ignored); files are relative to the CSV's folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["read_dataset", "embed_dataset", "linear_probe", "evaluate", "EvalResult"]
+
+SEEDS = (42, 43, 44)
+
+
+@dataclass
+class EvalResult:
+    model: str
+    folds: Dict[str, float]   # fold name -> accuracy (mean over seeds)
+    per_seed: Dict[str, List[float]]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(list(self.folds.values())))
+
+    def report(self) -> str:
+        lines = [f"{self.model}: linear probe, mean over seeds {list(SEEDS)}"]
+        for k, v in self.folds.items():
+            lines.append(f"  {k}: {100 * v:.2f}%  (seeds: {', '.join(f'{100 * a:.2f}' for a in self.per_seed[k])})")
+        lines.append(f"  mean accuracy: {100 * self.mean:.2f}%")
+        return "\n".join(lines)
+
+
+def read_dataset(csv_path) -> Tuple[List[Path], List[str], Optional[List[str]], str]:
+    """-> (files, labels, groups, kind) where kind is ``"fold"``, ``"split"`` or ``"none"``."""
+    csv_path = Path(csv_path)
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "file" not in rows[0] or "label" not in rows[0]:
+        raise ValueError(f"{csv_path}: expected a CSV with a header holding at least 'file' and 'label'")
+    files = [csv_path.parent / r["file"] for r in rows]
+    labels = [r["label"] for r in rows]
+    for key in ("fold", "split"):
+        if key in rows[0]:
+            return files, labels, [r[key] for r in rows], key
+    return files, labels, None, "none"
+
+
+def embed_dataset(encoder, files: Sequence[Path], *, layers=None, batch_size: int = 32,
+                  cache: Optional[Path] = None, progress: bool = False) -> np.ndarray:
+    """Clip embeddings [N, D] of ``files``, cached in ``cache`` (an ``.npy`` keyed by the inputs)."""
+    if cache is not None:
+        key = hashlib.sha256("\n".join([encoder.name, repr(layers), repr(encoder.norm_stats),
+                                        _weights_key(encoder)] + [str(f) for f in files]).encode()).hexdigest()[:16]
+        path = Path(cache) / f"{encoder.name}-{key}.npy"
+        if path.is_file():
+            return np.load(path)
+    out = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(files), unit="file", desc=f"embedding ({encoder.name})")
+    for i in range(0, len(files), batch_size):
+        group = [str(f) for f in files[i: i + batch_size]]
+        out.extend(e.clip.numpy() for e in encoder.embed(group, layers=layers, batch_size=batch_size))
+        if bar is not None:
+            bar.update(len(group))
+    if bar is not None:
+        bar.close()
+    X = np.stack(out).astype(np.float32)
+    if cache is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        with open(tmp, "wb") as f:
+            np.save(f, X)
+        os.replace(tmp, path)
+    return X
+
+
+def _weights_key(encoder) -> str:
+    h = hashlib.sha256()
+    for t in list(encoder.network.state_dict().values())[:4]:
+        h.update(t.detach().float().cpu().numpy().tobytes()[:4096])
+    return h.hexdigest()[:16]
+
+
+def linear_probe(Xtr, ytr, Xva, yva, Xte, yte, *, seed: int = 42, lr: float = 3e-4, weight_decay: float = 1e-8,
+                 batch_size: int = 200, max_epochs: int = 200, patience: int = 20) -> float:
+    """Train one linear layer on standardised embeddings; test accuracy of the best-validation weights."""
+    mean, std = Xtr.mean(0), Xtr.std(0)
+    std = np.where(std < 1e-8, 1.0, std)
+    t = lambda X: torch.from_numpy(((X - mean) / std).astype(np.float32))  # noqa: E731
+    Xtr_, Xva_, Xte_ = t(Xtr), t(Xva), t(Xte)
+    ytr_, yva_, yte_ = (torch.as_tensor(y, dtype=torch.long) for y in (ytr, yva, yte))
+    n_classes = int(max(ytr.max(), yva.max(), yte.max())) + 1
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    clf = nn.Linear(Xtr_.shape[1], n_classes)
+    opt = torch.optim.Adam(clf.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    best_acc, best_state, since = -1.0, None, 0
+    for _ in range(max_epochs):
+        clf.train()
+        perm = torch.randperm(len(Xtr_), generator=g)
+        for i in range(0, len(perm), batch_size):
+            idx = perm[i: i + batch_size]
+            opt.zero_grad()
+            loss_fn(clf(Xtr_[idx]), ytr_[idx]).backward()
+            opt.step()
+        clf.eval()
+        with torch.no_grad():
+            acc = (clf(Xva_).argmax(1) == yva_).float().mean().item()
+        if acc > best_acc:
+            best_acc, best_state, since = acc, copy.deepcopy(clf.state_dict()), 0
+        else:
+            since += 1
+            if since >= patience:
+                break
+    clf.load_state_dict(best_state)
+    with torch.no_grad():
+        return (clf(Xte_).argmax(1) == yte_).float().mean().item()
+
+
+def _holdout(idx: np.ndarray, frac: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(idx)
+    n_va = max(1, int(round(len(idx) * frac)))
+    return np.sort(idx[n_va:]), np.sort(idx[:n_va])
+
+
+def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Optional[Path] = None,
+             seeds: Sequence[int] = SEEDS, progress: bool = False, **probe_kwargs) -> EvalResult:
+    files, labels, groups, kind = read_dataset(csv_path)
+    X = embed_dataset(encoder, files, layers=layers, batch_size=batch_size, cache=cache, progress=progress)
+    classes = sorted(set(labels))
+    y = np.array([classes.index(l) for l in labels])
+    splits: List[Tuple[str, np.ndarray, Optional[np.ndarray], np.ndarray]] = []
+    allidx = np.arange(len(y))
+    if kind == "fold":
+        g = np.array(groups)
+        for fold in sorted(set(groups), key=lambda s: (len(s), s)):
+            splits.append((f"fold {fold}", allidx[g != fold], None, allidx[g == fold]))
+    elif kind == "split":
+        g = np.array([s.lower() for s in groups])
+        tr, te = allidx[g == "train"], allidx[g == "test"]
+        va = allidx[np.isin(g, ["valid", "val", "validation"])]
+        if len(tr) == 0 or len(te) == 0:
+            raise ValueError("a 'split' column needs 'train' and 'test' rows")
+        splits.append(("test", tr, va if len(va) else None, te))
+    else:
+        raise ValueError("the dataset needs a 'fold' or a 'split' column to define its test data")
+    folds, per_seed = {}, {}
+    for name, tr, va, te in splits:
+        accs = []
+        for seed in seeds:
+            tr_s, va_s = (tr, va) if va is not None else _holdout(tr, 0.1, seed)
+            accs.append(linear_probe(X[tr_s], y[tr_s], X[va_s], y[va_s], X[te], y[te], seed=seed, **probe_kwargs))
+        folds[name], per_seed[name] = float(np.mean(accs)), accs
+    return EvalResult(model=encoder.name, folds=folds, per_seed=per_seed)
