@@ -225,7 +225,8 @@ def _cmd_evaluate(args) -> int:
 
     enc = _load_for(args)
     res = evaluate(enc, args.csv, layers=_layers_arg(args.layers), batch_size=args.batch_size,
-                   cache=Path(args.cache) if args.cache else None, progress=not args.quiet)
+                   cache=Path(args.cache) if args.cache else None, progress=not args.quiet,
+                   fold_column=args.folds_from)
     print(res.report())
     if args.json:
         Path(args.json).write_text(json.dumps({"model": res.model, "layers": args.layers, "csv": str(args.csv),
@@ -290,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=32)
     q.add_argument("--cache", help="folder to cache the embeddings in")
     q.add_argument("--json", help="also write the result as JSON")
+    q.add_argument("--folds-from", metavar="COLUMN",
+                   help="use this CSV column as folds (e.g. speaker: leave-one-speaker-out)")
     q.add_argument("--quiet", "-q", action="store_true")
     q.set_defaults(func=_cmd_evaluate)
     q = sub.add_parser("plot", help="PNG of a file's log-mel + frame embeddings, or --map of a labelled CSV")

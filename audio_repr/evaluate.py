@@ -51,8 +51,11 @@ class EvalResult:
         return "\n".join(lines)
 
 
-def read_dataset(csv_path) -> Tuple[List[Path], List[str], Optional[List[str]], str]:
-    """-> (files, labels, groups, kind) where kind is ``"fold"``, ``"split"`` or ``"none"``."""
+def read_dataset(csv_path, fold_column: Optional[str] = None) -> Tuple[List[Path], List[str], Optional[List[str]], str]:
+    """-> (files, labels, groups, kind) where kind is ``"fold"``, ``"split"`` or ``"none"``.
+
+    ``fold_column`` names a column to use as folds (e.g. ``speaker`` for speaker-independent,
+    leave-one-speaker-out evaluation)."""
     csv_path = Path(csv_path)
     with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -60,6 +63,10 @@ def read_dataset(csv_path) -> Tuple[List[Path], List[str], Optional[List[str]], 
         raise ValueError(f"{csv_path}: expected a CSV with a header holding at least 'file' and 'label'")
     files = [csv_path.parent / r["file"] for r in rows]
     labels = [r["label"] for r in rows]
+    if fold_column is not None:
+        if fold_column not in rows[0]:
+            raise ValueError(f"{csv_path}: no column {fold_column!r} (columns: {list(rows[0])})")
+        return files, labels, [r[fold_column] for r in rows], "fold"
     for key in ("fold", "split"):
         if key in rows[0]:
             return files, labels, [r[key] for r in rows], key
@@ -150,8 +157,9 @@ def _holdout(idx: np.ndarray, frac: float, seed: int) -> Tuple[np.ndarray, np.nd
 
 
 def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Optional[Path] = None,
-             seeds: Sequence[int] = SEEDS, progress: bool = False, **probe_kwargs) -> EvalResult:
-    files, labels, groups, kind = read_dataset(csv_path)
+             seeds: Sequence[int] = SEEDS, progress: bool = False, fold_column: Optional[str] = None,
+             **probe_kwargs) -> EvalResult:
+    files, labels, groups, kind = read_dataset(csv_path, fold_column)
     X = embed_dataset(encoder, files, layers=layers, batch_size=batch_size, cache=cache, progress=progress)
     classes = sorted(set(labels))
     y = np.array([classes.index(l) for l in labels])
@@ -160,7 +168,7 @@ def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Opt
     if kind == "fold":
         g = np.array(groups)
         for fold in sorted(set(groups), key=lambda s: (len(s), s)):
-            splits.append((f"fold {fold}", allidx[g != fold], None, allidx[g == fold]))
+            splits.append((f"{fold_column or 'fold'} {fold}", allidx[g != fold], None, allidx[g == fold]))
     elif kind == "split":
         g = np.array([s.lower() for s in groups])
         tr, te = allidx[g == "train"], allidx[g == "test"]
