@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import List, Sequence, Tuple, Union
@@ -179,6 +180,173 @@ def resample(wav: torch.Tensor, orig_sr: int, new_sr: int, **kwargs) -> torch.Te
 
 #: Resamplers by the name a model card uses. Each maps (waveform [..., N], orig_sr, new_sr) -> [..., M].
 RESAMPLERS = {"sinc_hann": resample_batch}
+
+
+# ----------------------------------------------------------------------------------------------
+# resampy's "kaiser_best" (the VGGish pipeline's resampler), re-derived in torch
+# ----------------------------------------------------------------------------------------------
+# resampy interpolates with a tabulated Kaiser-windowed sinc: the right half of the filter sampled
+# 2**13 times per zero crossing over 50 zero crossings, read with linear interpolation between
+# table entries. Its pre-computed "kaiser_best" table is reproduced (to 2e-15) by roll-off
+# 0.9173473712608761 and Kaiser beta 12.984585247037439 (the published parameters, rounded, are
+# 0.917347 and 12.9846). For output sample t, with ratio = new / orig and scale = min(1, ratio):
+# the time register is r = t * (1 / ratio) in input samples (float64, as resampy computes it),
+# n = int(r), and the input samples n - i (left wing) and n + 1 + i (right wing) are weighted by
+# table reads at frac * 2**13 + i * step, with frac = scale * (r - n) (left) or scale - that (right)
+# and step = int(scale * 2**13); when downsampling the table is scaled by the ratio. Samples
+# outside the signal count as zeros. Output length: int(N * new / orig).
+#
+# Here the weights of each of the q output phases (q = new / gcd) are tabulated once and applied
+# as one strided convolution. Outputs whose float64 time register lands on another tap set than
+# its phase (a rounding artefact at exact integer positions, which resampy inherits) are
+# recomputed with their own weights, so the result matches resampy to float32 rounding.
+
+_KAISER_BEST = (50, 13, 0.9173473712608761, 12.984585247037439)   # zero crossings, log2 table density, rolloff, beta
+
+
+@lru_cache(maxsize=2)
+def _kaiser_half_window(num_zeros: int, precision: int, rolloff: float, beta: float) -> np.ndarray:
+    """The interpolation filter's right half, ``2**precision`` entries per zero crossing (float64)."""
+    n = (2 ** precision) * num_zeros
+    u = np.arange(n + 1, dtype=np.float64) / n
+    taper = np.i0(beta * np.sqrt(1.0 - u * u)) / np.i0(beta)
+    return taper * (rolloff * np.sinc(rolloff * np.linspace(0.0, num_zeros, n + 1)))
+
+
+class _KaiserPlan:
+    """Weights of ``kaiser_best`` resampling from ``orig_sr`` to ``new_sr`` (built once per rate pair)."""
+
+    MAX_KERNEL = 1 << 22       # polyphase kernels larger than this (entries) use per-output gathering
+
+    def __init__(self, orig_sr: int, new_sr: int):
+        self.p, self.q = _reduced(orig_sr, new_sr)
+        self.ratio = float(new_sr) / orig_sr
+        self.inc = 1.0 / self.ratio
+        num_zeros, precision, rolloff, beta = _KAISER_BEST
+        self.per = 2 ** precision
+        win = _kaiser_half_window(num_zeros, precision, rolloff, beta)
+        self.win = self.ratio * win if self.ratio < 1 else win
+        self.delta = np.diff(self.win, append=self.win[-1])
+        self.scale = min(1.0, self.ratio)
+        self.step = int(self.scale * self.per)
+        self.taps_per_wing = -(-len(self.win) // self.step)
+        L = self.taps_per_wing
+        self.kernel = None
+        if self.q * (self.p + 2 * L) <= self.MAX_KERNEL:
+            n, wl, wr = self.taps(np.arange(self.q) * self.inc)
+            self.phase_key = self._key(np.arange(self.q) * self.inc) + (n,)
+            d_min, d_max = int(n.min()) - (L - 1), int(n.max()) + L
+            K = np.zeros((self.q, d_max - d_min + 1))
+            rows = np.arange(self.q)[:, None]
+            K[rows, (n - d_min)[:, None] - np.arange(L)[None]] += wl
+            K[rows, (n - d_min + 1)[:, None] + np.arange(L)[None]] += wr
+            self.kernel = torch.from_numpy(K)           # [q, W] float64: output phase j, input offset d_min + w
+            self.d_min = d_min
+        self._odd = np.zeros(0, dtype=np.int64)           # outputs [0, _checked) that need their own taps
+        self._checked = 0
+        self._lock = threading.Lock()
+
+    def odd_outputs(self, n_out: int, block: int = 1 << 20) -> np.ndarray:
+        """Outputs below ``n_out`` whose float64 time register selects other taps than their phase's
+        (they depend only on the rates, so they are found once and cached)."""
+        with self._lock:
+            while self._checked < n_out:
+                t = np.arange(self._checked, max(n_out, self._checked + block), dtype=np.int64)
+                tr = t * self.inc
+                j = t % self.q
+                key_l, key_r, key_n = self.phase_key
+                off_l, off_r = self._key(tr)
+                bad = (tr.astype(np.int64) != (t // self.q) * self.p + key_n[j]) | (off_l != key_l[j]) | (off_r != key_r[j])
+                self._odd = np.concatenate([self._odd, t[bad]])
+                self._checked = int(t[-1]) + 1
+            return self._odd[: np.searchsorted(self._odd, n_out)]
+
+    def _key(self, tr: np.ndarray):
+        """Table offsets of both wings for time registers ``tr`` (what selects the tap set besides n)."""
+        fl = self.scale * (tr - tr.astype(np.int64))
+        return (fl * self.per).astype(np.int64), ((self.scale - fl) * self.per).astype(np.int64)
+
+    def taps(self, tr: np.ndarray):
+        """Weights for time registers ``tr``: ``n [M]``, left ``[M, L]`` on ``x[n - i]``, right ``[M, L]`` on ``x[n + 1 + i]``."""
+        tr = np.asarray(tr, dtype=np.float64)
+        n = tr.astype(np.int64)
+        frac = self.scale * (tr - n)
+        i = np.arange(self.taps_per_wing)[None, :]
+        wings = []
+        for f in (frac, self.scale - frac):
+            pos_f = f * self.per
+            off = pos_f.astype(np.int64)
+            eta = (pos_f - off)[:, None]
+            used = i < ((len(self.win) - off) // self.step)[:, None]
+            pos = np.where(used, off[:, None] + i * self.step, 0)
+            wings.append(np.where(used, self.win[pos] + eta * self.delta[pos], 0.0))
+        return n, wings[0], wings[1]
+
+
+@lru_cache(maxsize=16)
+def _kaiser_plan(orig_sr: int, new_sr: int) -> _KaiserPlan:
+    return _KaiserPlan(orig_sr, new_sr)
+
+
+def _gather_outputs(x: torch.Tensor, plan: _KaiserPlan, t: np.ndarray) -> torch.Tensor:
+    """Output samples ``t`` of rows ``x [B, N]``, each with its own weights: ``[B, len(t)]``."""
+    L = plan.taps_per_wing
+    n, wl, wr = plan.taps(t * plan.inc)
+    xp = F.pad(x, (L, L + 1))
+    i = np.arange(L)[None, :]
+    idx = torch.from_numpy(np.concatenate([n[:, None] - i, n[:, None] + 1 + i], axis=1) + L).to(x.device)
+    w = torch.from_numpy(np.concatenate([wl, wr], axis=1)).to(device=x.device, dtype=x.dtype)
+    return (xp[:, idx] * w).sum(-1)
+
+
+def resample_kaiser_best(wavs: torch.Tensor, orig_sr: int, new_sr: int, *, block: int = 1 << 16,
+                         dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Resample ``[..., N]`` as ``resampy.resample(x, orig_sr, new_sr, filter="kaiser_best")`` does;
+    returns ``[..., int(N * new_sr / orig_sr)]`` in the input's dtype.
+
+    Zero-padded rows of a batch give, within each row's own output length, exactly the result of
+    resampling that row alone. Long inputs are processed in blocks (bounded memory). ``dtype``: the
+    arithmetic (float64 by default, as resampy on the original's float64 audio; float32 where the
+    device has no float64). Float32 arithmetic leaves rounding noise around -130 dB that VGGish's
+    ``log(mel + 0.01)`` magnifies in empty bands (up to 4e-4 on 8 kHz speech, 2e-5 with float64).
+    """
+    if orig_sr == new_sr:
+        return wavs
+    orig_sr, new_sr = int(orig_sr), int(new_sr)
+    plan = _kaiser_plan(orig_sr, new_sr)
+    shape = wavs.shape
+    N = shape[-1]
+    n_out = int(N * float(new_sr) / float(orig_sr))
+    if n_out < 1:
+        raise ValueError(f"{N} sample(s) at {orig_sr} Hz are too few to resample to {new_sr} Hz")
+    out_dtype = wavs.dtype
+    x = wavs.reshape(-1, N).to(dtype if wavs.device.type != "mps" else torch.float32)
+    outs = []
+    if plan.kernel is None:                                   # huge reduced ratio: per-output weights
+        for t0 in range(0, n_out, block):
+            outs.append(_gather_outputs(x, plan, np.arange(t0, min(n_out, t0 + block))))
+        return torch.cat(outs, dim=-1).reshape(*shape[:-1], n_out).to(out_dtype)
+    p, q = plan.p, plan.q
+    kernel = plan.kernel.to(device=x.device, dtype=x.dtype)[:, None, :]    # [q, 1, W]
+    W = kernel.shape[-1]
+    n_pos = -(-n_out // q)
+    left = -plan.d_min
+    xp = F.pad(x, (left, max(0, (n_pos - 1) * p + W - left - N)))
+    step = max(1, min(n_pos, (block * 64) // W))              # positions per convolution call
+    for k0 in range(0, n_pos, step):
+        k1 = min(n_pos, k0 + step)
+        y = F.conv1d(xp[:, None, k0 * p: (k1 - 1) * p + W], kernel, stride=p)   # [B, q, k1 - k0]
+        outs.append(y.transpose(1, 2).reshape(x.shape[0], -1))
+    y = torch.cat(outs, dim=-1)[:, :n_out]
+    # outputs whose float64 time register selects other taps than their phase's (rare; none for many rates)
+    odd = plan.odd_outputs(n_out)
+    for i0 in range(0, len(odd), block):
+        t = odd[i0: i0 + block]
+        y[:, torch.from_numpy(t).to(x.device)] = _gather_outputs(x, plan, t)
+    return y.reshape(*shape[:-1], n_out).to(out_dtype)
+
+
+RESAMPLERS["kaiser_best"] = resample_kaiser_best
 
 
 def get_resampler(name: str):

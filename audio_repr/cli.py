@@ -226,10 +226,14 @@ def _cmd_evaluate(args) -> int:
     enc = _load_for(args)
     res = evaluate(enc, args.csv, layers=_layers_arg(args.layers), batch_size=args.batch_size,
                    cache=Path(args.cache) if args.cache else None, progress=not args.quiet,
-                   fold_column=args.folds_from)
+                   fold_column=args.folds_from, calibrate=args.calibrate)
+    if args.calibrate:
+        print(f"normalisation statistics calibrated on the dataset: mean {enc.norm_stats[0]:.4f}, "
+              f"std {enc.norm_stats[1]:.4f}")
     print(res.report())
     if args.json:
         Path(args.json).write_text(json.dumps({"model": res.model, "layers": args.layers, "csv": str(args.csv),
+                                               "calibrated": args.calibrate, "folds_from": args.folds_from,
                                                "weights": "random-init" if args.random_init else (args.weights or "default"),
                                                "folds": res.folds, "per_seed": res.per_seed, "mean": res.mean}, indent=2))
     return 0
@@ -291,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=32)
     q.add_argument("--cache", help="folder to cache the embeddings in")
     q.add_argument("--json", help="also write the result as JSON")
+    q.add_argument("--calibrate", action="store_true",
+                   help="set the log-mel normalisation statistics from the dataset first (as the original evaluations)")
     q.add_argument("--folds-from", metavar="COLUMN",
                    help="use this CSV column as folds (e.g. speaker: leave-one-speaker-out)")
     q.add_argument("--quiet", "-q", action="store_true")

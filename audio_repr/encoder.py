@@ -6,6 +6,10 @@ network's largest time stride), each extended by ``context_frames`` of real neig
 on both sides. The network's outputs for the context are dropped, so the stitched result equals
 the whole-clip computation (the context exceeds the receptive field) while memory is bounded by
 ``batch_size x (chunk_frames + 2 x context_frames)``. Pieces of all clips are batched together.
+With ``context_frames=0`` the pieces are the model's own independent windows; ``overlap_frames``
+lets each window also read that many real frames after its own (AST: 1024-frame windows every
+1010 frames), and the network may ask for padding up to ``in_frames(n)`` frames and supply its own
+per-piece clip vectors (``clip_pooling="token"``, averaged weighted by the frames each piece owns).
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ class Encoder(nn.Module):
         mean, std = card.norm_stats
         self.register_buffer("norm_mean", torch.tensor(float(mean)), persistent=False)
         self.register_buffer("norm_std", torch.tensor(float(std)), persistent=False)
+        self._stats = (float(mean), float(std))
         self.max_stride = max(network.layer_strides.values())
         self.chunk_frames = card.chunk_frames
         self.context_frames = card.context_frames
@@ -143,11 +148,13 @@ class Encoder(nn.Module):
             raise ValueError(f"invalid normalisation statistics mean={mean}, std={std}")
         self.norm_mean.fill_(float(mean))
         self.norm_std.fill_(float(std))
+        self._stats = (float(mean), float(std))
         self.norm_mode = "fixed"
 
     @property
     def norm_stats(self) -> Tuple[float, float]:
-        return float(self.norm_mean), float(self.norm_std)
+        """(mean, std) used for fixed normalisation, as given (the buffers hold them in float32)."""
+        return self._stats
 
     @torch.inference_mode()
     def calibrate(self, audio, sr: Optional[int] = None) -> Tuple[float, float]:
@@ -216,7 +223,8 @@ class Encoder(nn.Module):
             valid = (torch.arange(x.shape[-1], device=x.device)[None] < n_frames[:, None])[:, None, :]
             count = valid.sum(dim=(1, 2)) * x.shape[1]
             mean = (x * valid).sum(dim=(1, 2)) / count
-            var = (((x - mean[:, None, None]) * valid) ** 2).sum(dim=(1, 2)) / count
+            # Bessel-corrected, as torch's x.std() that the originals apply to their batch
+            var = (((x - mean[:, None, None]) * valid) ** 2).sum(dim=(1, 2)) / (count - 1).clamp(min=1)
             stats = (mean, var.sqrt())
         return self._network(x, n_frames, stats)
 
@@ -226,6 +234,11 @@ class Encoder(nn.Module):
         if stats is None:
             stats = (self.norm_mean, self.norm_std)
         mean, std = (s.reshape(-1, 1, 1) if s.ndim else s for s in stats)
+        in_frames = getattr(self.network, "in_frames", None)
+        if in_frames is not None:
+            need = max(in_frames(int(n)) for n in n_frames.tolist())
+            if need > feats.shape[-1]:
+                feats = torch.nn.functional.pad(feats, (0, need - feats.shape[-1]))
         t = torch.arange(feats.shape[-1], device=feats.device)
         valid = (t[None, :] < n_frames[:, None])[:, None, :]
         if self.card.pad_value is None:                     # zero after normalisation
@@ -236,7 +249,7 @@ class Encoder(nn.Module):
 
     def _clip_stats(self, wav: torch.Tensor) -> Tuple[float, float]:
         x = self._features(wav).double()
-        return float(x.mean()), float(x.std(unbiased=False))
+        return float(x.mean()), float(x.std())   # Bessel-corrected, as torch's x.std() in the originals
 
     def _out_frames(self, n: int, layer: str) -> int:
         fn = getattr(self.network, "out_frames", None)
@@ -254,6 +267,17 @@ class Encoder(nn.Module):
         C = max(S, (self.chunk_frames // S) * S)
         X = -(-self.context_frames // S) * S
         pieces = []
+        O = self.card.overlap_frames
+        if self.context_frames == 0 and O > 0:
+            # independent windows of C + O frames every C frames (each also reads the O real frames
+            # after its own C); the last window owns the rest when it fits in C + O frames
+            a = 0
+            while a < n_frames:
+                last = n_frames <= a + C + O
+                b = n_frames if last else a + C
+                pieces.append(_Piece(clip, a, b, 0, 0 if last else O, last))
+                a = b
+            return pieces
         for a in range(0, n_frames, C):
             b = min(n_frames, a + C)
             pieces.append(_Piece(clip, a, b, min(X, a), min(X, n_frames - b), b == n_frames))
@@ -280,7 +304,9 @@ class Encoder(nn.Module):
             T = fe.frames_for(wav.shape[-1])
             need = self.network.min_frames
             if T < need:
-                min_ms = 1000.0 * ((need - 1) * fe.hop_length + 1) / self.sample_rate
+                # a front end that knows its own edge rule says how many samples give ``need`` frames
+                min_n = fe.min_samples(need) if hasattr(fe, "min_samples") else (need - 1) * fe.hop_length + 1
+                min_ms = 1000.0 * min_n / self.sample_rate
                 raise AudioError(f"{name}: {1000.0 * wav.shape[-1] / self.sample_rate:.1f} ms of audio is too short "
                                  f"for {self.name}: it needs at least {min_ms:.0f} ms")
             padded.append(fe.edge_pad(wav))
@@ -291,6 +317,7 @@ class Encoder(nn.Module):
             per_clip = [self._clip_stats(w) for _, w, _ in clips]
         order = sorted(range(len(pieces)), key=lambda i: -pieces[i].n_frames)
         results: Dict[Tuple[int, int], torch.Tensor] = {}
+        tokens: Dict[Tuple[int, int], torch.Tensor] = {}   # clip_pooling="token": per-piece clip vectors
         bar = _progress(len(pieces), progress, self.name)
         was_training = self.training
         self.eval()
@@ -304,6 +331,11 @@ class Encoder(nn.Module):
                     stats = tuple(torch.tensor([per_clip[p.clip][k] for p in batch], device=feats.device)
                                   for k in (0, 1))
                 outs = self._network(feats, lens, stats)
+                tok = None
+                if self.card.clip_pooling == "token":
+                    tok = getattr(outs, "clip", None)
+                    if tok is None:
+                        raise ValueError(f"{self.name}: clip_pooling='token' needs the network to return .clip")
                 for j, p in enumerate(batch):
                     parts = {}
                     for n in names:
@@ -311,6 +343,8 @@ class Encoder(nn.Module):
                         core = self._core(p, n_frames[p.clip], n)
                         parts[n] = outs[n][j, p.left // s: p.left // s + core].float()
                     results[(p.clip, p.start)] = fuse(parts, strides) if len(names) > 1 else parts[names[0]]
+                    if tok is not None:
+                        tokens[(p.clip, p.start)] = torch.cat([tok[n][j].float() for n in names])
                 if bar is not None:
                     bar.update(len(batch))
         finally:
@@ -328,20 +362,38 @@ class Encoder(nn.Module):
         window = getattr(self.network, "layer_windows", {}).get(coarsest, target)
         embs = []
         for ci, (name, wav, source) in enumerate(clips):
-            chunks, stamps = [], []
+            chunks, stamps, piece_clips, owned = [], [], [], []
             for p in self._pieces(ci, n_frames[ci]):
                 f = results.pop((ci, p.start))
                 chunks.append(f)
+                if tokens:
+                    piece_clips.append(tokens.pop((ci, p.start)))
+                    owned.append(p.stop - p.start)
                 i = torch.arange(f.shape[0], dtype=torch.float64)
                 # centre of each output step's window of feature frames, from the piece's own start
                 stamps.append(offset_ms + (p.start + i * target + (window - 1) / 2.0) * hop_ms)
             frames = torch.cat(chunks, dim=0).cpu()
             ts = torch.cat(stamps)
-            embs.append(Embedding(frames=frames, timestamps_ms=ts, clip=mean_max_pool(frames), layers=names,
+            clip = self._pool_clip(frames, piece_clips, owned)
+            embs.append(Embedding(frames=frames, timestamps_ms=ts, clip=clip, layers=names,
                                   model=self.name, layer_slices=slices,
                                   duration_s=wav.shape[-1] / self.sample_rate,
                                   source=source))
         return embs[0] if single else embs
+
+    def _pool_clip(self, frames: torch.Tensor, piece_clips: Sequence[torch.Tensor] = (),
+                   owned: Sequence[int] = ()) -> torch.Tensor:
+        """Clip embedding by the card's ``clip_pooling``: ``"mean_max"`` (mean + max over time), ``"mean"``,
+        or ``"token"`` (the network's per-piece clip vectors, averaged weighted by the frames each piece owns)."""
+        how = self.card.clip_pooling
+        if how == "token":
+            w = torch.tensor(owned, dtype=torch.float32)
+            return (torch.stack(list(piece_clips)).cpu() * (w / w.sum())[:, None]).sum(dim=0)
+        if how == "mean_max":
+            return mean_max_pool(frames)
+        if how == "mean":
+            return frames.mean(dim=-2)
+        raise ValueError(f"{self.name}: unknown clip_pooling {how!r} (expected 'mean_max', 'mean' or 'token')")
 
     def _piece_features(self, batch: List[_Piece], padded: List[torch.Tensor]) -> torch.Tensor:
         fe = self.frontend

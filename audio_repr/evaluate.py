@@ -158,8 +158,17 @@ def _holdout(idx: np.ndarray, frac: float, seed: int) -> Tuple[np.ndarray, np.nd
 
 def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Optional[Path] = None,
              seeds: Sequence[int] = SEEDS, progress: bool = False, fold_column: Optional[str] = None,
-             **probe_kwargs) -> EvalResult:
+             calibrate: bool = False, **probe_kwargs) -> EvalResult:
+    """Linear-probe accuracy of ``encoder`` on the CSV dataset (see the module docstring).
+
+    ``calibrate=True`` first sets the encoder's normalisation statistics from the dataset's audio,
+    as the original evaluations do (label-free; the training rows of a split dataset, else all rows).
+    """
     files, labels, groups, kind = read_dataset(csv_path, fold_column)
+    if calibrate:
+        rows = [f for f, g in zip(files, groups or [None] * len(files))
+                if kind != "split" or str(g).lower() == "train"]
+        encoder.calibrate([str(f) for f in rows])
     X = embed_dataset(encoder, files, layers=layers, batch_size=batch_size, cache=cache, progress=progress)
     classes = sorted(set(labels))
     y = np.array([classes.index(l) for l in labels])

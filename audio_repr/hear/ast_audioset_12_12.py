@@ -1,0 +1,9 @@
+"""HEAR 2021 API for ``ast-audioset-12-12`` (see :mod:`audio_repr.hear`)."""
+
+from . import _module_api, _module_attr
+
+load_model, get_timestamp_embeddings, get_scene_embeddings = _module_api("ast-audioset-12-12")
+
+
+def __getattr__(attr):  # sample_rate, scene_embedding_size, timestamp_embedding_size
+    return _module_attr("ast-audioset-12-12", attr)

@@ -1,0 +1,310 @@
+"""MSM-MAE encoder (Niizumi et al., "Masked Spectrogram Modeling using Masked Autoencoders for
+Learning General-purpose Audio Representation", HEAR 2021 / PMLR 166) with every block exposed.
+
+The network is the MAE encoder of the official ``nttcslab/msm-mae`` code run without masking:
+a ViT (Base: 768-d, 12 blocks, 12 heads, MLP 3072, pre-norm, LayerNorm eps 1e-6) over 16x16
+patches of an 80-mel log spectrogram cut into fixed units of ``unit_frames`` frames (208 or 512),
+a fixed 2-D sin-cos positional embedding (stored in the checkpoints), an optional ``[CLS]``
+token, and BEiT-style attention (the qkv projection has no bias tensor; ``q_bias`` and ``v_bias``
+are separate parameters and the key bias is zero).
+
+Input: normalised log-mel ``[B, n_mels, T]``. ``T`` is padded on the right with zeros to a whole
+number of units (as the original ``encode_lms`` does) and all units of all rows are encoded as
+one batch. Output per layer ``[B, n_units * unit_frames / 16, 5 * 768]``: the ``[CLS]`` token is
+dropped and the five frequency patches of each 16-frame time step are concatenated
+(frequency-major, ``(f d)``), which is the original's 3840-d frame feature every 160 ms.
+Steps past ``ceil(T_clip / 16)`` of a clip belong to padding; the encoder trims them.
+
+Layers: ``block1`` .. ``block12`` (the residual stream after each block) and ``output`` (the last
+block followed by the encoder's final LayerNorm: the standard output). The original's
+``encode_lms(..., return_layers=True)`` list corresponds to ``block1`` .. ``block11``, ``output``
+(index 11 is the normalised last block). ``layers="fusion"`` is ``block7`` + ``output`` (7680-d),
+the original runtime's suggested ``fusion_layers = [6, 11]``.
+
+Pieces (see the cards): the encoder cuts each clip's spectrogram into whole units (context 0), the
+last one zero-padded after normalisation, and keeps ``ceil(n / 16)`` steps of a piece of ``n`` real
+frames, which is exactly what the original keeps after trimming its padding. Each step's timestamp
+is the centre of its 16 frames (``75 + 160 i`` ms), so the last, partial step of a clip can lie up
+to 75 ms past its end.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["MSMMAEEncoder", "build_network", "build_frontend", "convert_state_dict", "load_weights",
+           "sincos_pos_embed_2d"]
+
+
+def sincos_pos_embed_2d(dim: int, grid: Tuple[int, int], cls_token: bool) -> torch.Tensor:
+    """Fixed 2-D sin-cos positional embedding of MAE for a ``(freq, time)`` patch grid,
+    ``[(1 if cls_token) + F*T, dim]``, patches frequency-major; a zero row for the ``[CLS]`` position.
+
+    The first half of the channels encodes the time (column) index, the second half the
+    frequency (row) index; each half is ``[sin(pos * w), cos(pos * w)]`` with
+    ``w_i = 10000^(-i / (dim / 4))``. Computed in float64 and rounded once to float32.
+    """
+    if dim % 4:
+        raise ValueError(f"embedding size {dim} must be a multiple of 4 for the 2-D sin-cos embedding")
+    gf, gt = grid
+    rows, cols = np.meshgrid(np.arange(gf, dtype=np.float32), np.arange(gt, dtype=np.float32), indexing="ij")
+
+    def one_axis(pos: np.ndarray) -> np.ndarray:
+        omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4.0))
+        out = np.einsum("m,d->md", pos.reshape(-1).astype(np.float64), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    emb = np.concatenate([one_axis(cols), one_axis(rows)], axis=1)
+    if cls_token:
+        emb = np.concatenate([np.zeros([1, dim]), emb], axis=0)
+    return torch.from_numpy(emb).float()
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches by a strided convolution; ``[N, 1, F, W] -> [N, (F/pf)*(W/pt), D]``."""
+
+    def __init__(self, patch_size: Tuple[int, int], embed_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with BEiT's bias layout: ``qkv`` weight only, ``q_bias``/``v_bias``,
+    zero key bias. Uses ``scaled_dot_product_attention`` (default scale ``head_dim ** -0.5``)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embedding size {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        N, L, D = x.shape
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+        q, k, v = F.linear(x, self.qkv.weight, bias).view(N, L, 3, self.num_heads, D // self.num_heads).permute(
+            2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(N, L, D))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class MSMMAEEncoder(nn.Module):
+    """The MSM-MAE ViT encoder on fixed units of ``unit_frames`` spectrogram frames.
+
+    Parameter names follow the official checkpoints (``patch_embed.proj``, ``pos_embed``,
+    ``cls_token``, ``blocks.N.{norm1,attn.{qkv,q_bias,v_bias,proj},norm2,mlp.{fc1,fc2}}``, ``norm``).
+    """
+
+    def __init__(self, n_mels: int = 80, unit_frames: int = 208, patch_size: Sequence[int] = (16, 16),
+                 embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
+                 use_cls_token: bool = True, norm_eps: float = 1e-6):
+        super().__init__()
+        pf, pt = int(patch_size[0]), int(patch_size[1])
+        if n_mels % pf or unit_frames % pt:
+            raise ValueError(f"input {n_mels}x{unit_frames} is not a whole number of {pf}x{pt} patches")
+        self.n_mels, self.unit_frames, self.patch_size = n_mels, unit_frames, (pf, pt)
+        self.grid = (n_mels // pf, unit_frames // pt)          # (frequency, time) patches per unit
+        self.embed_dim, self.use_cls_token = embed_dim, use_cls_token
+        self.patch_embed = PatchEmbed(self.patch_size, embed_dim)
+        n_tok = self.grid[0] * self.grid[1] + (1 if use_cls_token else 0)
+        # fixed (not trained) sin-cos embedding; the checkpoints store it, so it is loaded with them
+        self.pos_embed = nn.Parameter(sincos_pos_embed_2d(embed_dim, self.grid, use_cls_token)[None],
+                                      requires_grad=False)
+        if use_cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, norm_eps) for _ in range(depth)])
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        assert self.pos_embed.shape[1] == n_tok
+        d = self.grid[0] * embed_dim
+        names = [f"block{i + 1}" for i in range(depth)] + ["output"]
+        self.layer_dims: Dict[str, int] = OrderedDict((n, d) for n in names)
+        self.layer_strides: Dict[str, int] = OrderedDict((n, pt) for n in names)
+        self.min_frames = 1
+
+    def out_frames(self, n: int, layer: Optional[str] = None) -> int:
+        """Time steps of a piece of ``n`` real frames: the last partial patch is kept (as the original)."""
+        return -(-n // self.patch_size[1])
+
+    def units(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, F, T]`` -> ``[B * n_units, 1, F, unit_frames]``, zero-padding ``T`` to whole units."""
+        B, Fq, T = x.shape
+        if Fq != self.n_mels:
+            raise ValueError(f"expected {self.n_mels} mel bins, got {Fq}")
+        n = max(1, -(-T // self.unit_frames))
+        x = F.pad(x, (0, n * self.unit_frames - T))
+        return x.view(B, Fq, n, self.unit_frames).permute(0, 2, 1, 3).reshape(B * n, 1, Fq, self.unit_frames)
+
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> "OrderedDict[str, torch.Tensor]":
+        """``x [B, n_mels, T]`` (normalised, zeros past each clip) -> ``{layer: [B, T_out, 5 * D]}``.
+
+        ``lengths`` is not needed: every unit is encoded on its own, and padding is zeros as in the original."""
+        if x.ndim == 4:
+            x = x[:, 0]
+        B = x.shape[0]
+        u = self.units(x)
+        h = self.patch_embed(u)
+        pos = self.pos_embed.to(h.dtype)
+        if self.use_cls_token:
+            h = h + pos[:, 1:]
+            cls = (self.cls_token + pos[:, :1]).expand(h.shape[0], -1, -1)
+            h = torch.cat([cls, h], dim=1)
+        else:
+            h = h + pos
+        skip = 1 if self.use_cls_token else 0
+        gf, gt = self.grid
+        D = self.embed_dim
+
+        def frames(t: torch.Tensor) -> torch.Tensor:   # [B*n, (cls) + gf*gt, D] -> [B, n*gt, gf*D]
+            t = t[:, skip:].reshape(t.shape[0], gf, gt, D).permute(0, 2, 1, 3).reshape(t.shape[0], gt, gf * D)
+            return t.reshape(B, -1, gf * D)
+
+        outs: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        for i, blk in enumerate(self.blocks):
+            h = blk(h)
+            outs[f"block{i + 1}"] = frames(h)
+        outs["output"] = frames(self.norm(h))
+        return outs
+
+
+def build_network(arch: Mapping) -> MSMMAEEncoder:
+    return MSMMAEEncoder(**arch)
+
+
+def build_frontend(card):
+    from ..frontends import LogMelSpectrogram
+
+    return LogMelSpectrogram(**card.frontend)
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+_ENCODER_KEY = re.compile(r"^(patch_embed\.|pos_embed$|cls_token$|blocks\.\d+\.|norm\.)")
+
+
+def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
+    """Official MSM-MAE checkpoint -> encoder state dict.
+
+    Accepts the training checkpoint (``{'model': state, 'optimizer': ..., 'epoch': ..., 'args': ...}``),
+    a bare state dict, or one wrapped in ``state_dict`` and/or prefixed by ``module.`` (DDP). The
+    decoder's ``mask_token`` and ``decoder_*`` tensors are dropped.
+    """
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"expected a checkpoint dict, got {type(obj).__name__}")
+    for key in ("model", "state_dict"):
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+    out: Dict[str, torch.Tensor] = {}
+    for k, v in obj.items():
+        if not isinstance(k, str) or not torch.is_tensor(v):
+            continue
+        name = k[len("module."):] if k.startswith("module.") else k
+        if _ENCODER_KEY.match(name):
+            out[name] = v
+    return out
+
+
+class _Ignored:
+    """Stands in for any non-tensor object pickled in a training checkpoint (argparse.Namespace,
+    paths, ...): it is built without running any of the checkpoint's code and is never used."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+
+def _safe_torch_load(path: Path):
+    """``torch.load(weights_only=True)``; objects the training script pickled besides the tensors
+    (its ``args`` namespace, ...) are read as inert placeholders instead of being rebuilt."""
+    from ..weights import WeightsError
+
+    ser = torch.serialization
+    stubs = []
+    if hasattr(ser, "get_unsafe_globals_in_checkpoint") and hasattr(ser, "safe_globals"):
+        try:
+            others = ser.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:  # not a zip-format checkpoint: let torch.load report what is wrong
+            others = []
+        stubs = [(type("Ignored", (_Ignored,), {}), name) for name in others]
+    try:
+        if stubs:
+            with ser.safe_globals(stubs):
+                return torch.load(str(path), map_location="cpu", weights_only=True)
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise WeightsError(f"cannot read checkpoint {path} safely (torch.load weights_only=True): "
+                           f"{type(e).__name__}: {msg}. The file is corrupt, truncated, not a PyTorch "
+                           "checkpoint, or (with torch < 2.6) holds pickled training objects that this torch "
+                           "cannot skip: save torch.load(...)['model'] alone and pass that file.") from e
+
+
+def _epoch(p: Path) -> int:
+    m = re.search(r"(\d+)", p.stem)
+    return int(m.group(1)) if m else -1
+
+
+def load_weights(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+    """Read the encoder's weights from an official release: the ``.pth`` checkpoint itself, the
+    release folder holding ``checkpoint-*.pth``, or the release ``.zip`` of that folder (the
+    newest epoch is used when there are several)."""
+    from ..weights import WeightsError
+
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.rglob("*.pth"), key=lambda p: (_epoch(p), str(p)))
+        if not found:
+            raise WeightsError(f"{path}: no checkpoint-*.pth found in this folder")
+        return convert_state_dict(_safe_torch_load(found[-1]))
+    members = []
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            members = [n for n in z.namelist() if n.endswith(".pth") and not n.startswith("__MACOSX")]
+            if members:   # a release archive (a torch checkpoint is a zip too, but holds no .pth member)
+                member = max(members, key=lambda n: (_epoch(Path(n)), n))
+                with tempfile.TemporaryDirectory() as tmp:
+                    extracted = Path(z.extract(member, tmp))
+                    return convert_state_dict(_safe_torch_load(extracted))
+    return convert_state_dict(_safe_torch_load(path))
