@@ -13,3 +13,11 @@ def test_api_reference_examples():
     res = doctest.testfile(str(DOCS / "api.md"), module_relative=False,
                            optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert res.attempted > 15 and res.failed == 0, res
+
+
+def test_readme_model_table_is_current():
+    from audio_repr.cli import model_table_markdown
+
+    readme = (DOCS.parent / "README.md").read_text()
+    table = readme.split("<!-- models -->")[1].split("<!-- /models -->")[0].strip()
+    assert table == model_table_markdown().strip(), "README model table is stale: run `audio-repr list --markdown`"
