@@ -21,6 +21,15 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, out) -> Path:
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def plot_file(encoder, path, out, *, layers=None) -> Path:
     """PNG with the log-mel spectrogram (top) and the frame embeddings on the same time axis (bottom)."""
     from .audio import get_resampler, load_audio
@@ -46,12 +55,7 @@ def plot_file(encoder, path, out, *, layers=None) -> Path:
     a2.set_ylabel(f"dimension ({'+'.join(emb.layers)})")
     a2.set_xlabel("time (s)  —  frame embeddings standardised per dimension, at their timestamps")
     a2.set_xlim(0, dur)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_map(encoder, csv_path, out, *, layers=None, method: str = "pca", cache: Optional[Path] = None,
@@ -80,9 +84,4 @@ def plot_map(encoder, csv_path, out, *, layers=None, method: str = "pca", cache:
         ax.scatter(Y[m, 0], Y[m, 1], s=8, color=cmap(i % cmap.N), label=c, alpha=0.75)
     ax.legend(markerscale=2, fontsize=8, title="label", loc="best")
     ax.set_title(f"{encoder.name} clip embeddings of {Path(csv_path).name} ({method.upper()}, {len(X)} clips)")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)

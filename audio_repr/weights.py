@@ -206,6 +206,19 @@ def fetch_url(url: str, dest: Path, *, sha256: Optional[str], size: Optional[int
     return dest
 
 
+def unwrap_state_dict(obj: Any, keys=("state_dict", "model")) -> Dict[str, Any]:
+    """The state dict inside a checkpoint: ``obj`` itself, or what it holds under ``keys`` (in order,
+    each unwrapped when present), as training scripts save them. Raises ``TypeError`` for a non-mapping."""
+    from collections.abc import Mapping
+
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"expected a checkpoint dict, got {type(obj).__name__}")
+    for key in keys:
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+    return obj
+
+
 def load_checkpoint(path: os.PathLike | str) -> Any:
     """Read a checkpoint without running pickled code (``weights_only=True`` / safetensors)."""
     path = Path(path)

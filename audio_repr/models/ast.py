@@ -59,6 +59,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..weights import unwrap_state_dict
+
 __all__ = ["ASTNet", "ASTOutputs", "build_network", "build_frontend", "convert_state_dict", "load_weights"]
 
 
@@ -324,11 +326,7 @@ def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
       ... as saved, or ``layers.N.attention.q_proj.weight`` ... as transformers 5 names them in memory;
       separate query/key/value projections are concatenated into one ``qkv``.
     """
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"expected a state dict, got {type(obj).__name__}")
-    for key in ("state_dict", "model"):
-        if key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
+    obj = unwrap_state_dict(obj)
     out: Dict[str, torch.Tensor] = {}
     qkv: Dict[Tuple[int, str], Dict[int, torch.Tensor]] = {}
     for k, v in obj.items():

@@ -19,6 +19,8 @@ from typing import Dict, Mapping, Optional
 import torch
 from torch import nn
 
+from ..weights import unwrap_state_dict
+
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=1, padding=1), nn.BatchNorm2d(c_out),
@@ -106,11 +108,7 @@ def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
     (v2 training checkpoints). Keys that are not part of the encoder (projector, predictor,
     target network) are dropped.
     """
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"expected a state dict, got {type(obj).__name__}")
-    for key in ("state_dict", "model"):
-        if key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
+    obj = unwrap_state_dict(obj)
     out: Dict[str, torch.Tensor] = {}
     for k, v in obj.items():
         if not isinstance(k, str) or not torch.is_tensor(v):

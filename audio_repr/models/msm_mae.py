@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..weights import unwrap_state_dict
+
 __all__ = ["MSMMAEEncoder", "build_network", "build_frontend", "convert_state_dict", "load_weights",
            "sincos_pos_embed_2d"]
 
@@ -229,11 +231,7 @@ def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
     a bare state dict, or one wrapped in ``state_dict`` and/or prefixed by ``module.`` (DDP). The
     decoder's ``mask_token`` and ``decoder_*`` tensors are dropped.
     """
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"expected a checkpoint dict, got {type(obj).__name__}")
-    for key in ("model", "state_dict"):
-        if key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
+    obj = unwrap_state_dict(obj, ("model", "state_dict"))
     out: Dict[str, torch.Tensor] = {}
     for k, v in obj.items():
         if not isinstance(k, str) or not torch.is_tensor(v):

@@ -77,6 +77,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..weights import unwrap_state_dict
+
 __all__ = ["VGGish", "LayerOutputs", "build_network", "build_frontend", "convert_state_dict", "load_weights",
            "load_pca_params", "enable_postprocessor", "disable_postprocessor", "LAYER_NAMES", "PCA_WEIGHTS_KEY"]
 
@@ -337,11 +339,7 @@ def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
     ``state_dict``/``model`` or behind a prefix, and TF variables by name (``vggish/conv1/weights``,
     HWIO kernels and [in, out] matrices, numpy or torch) as exported from ``vggish_model.ckpt``.
     """
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"expected a state dict, got {type(obj).__name__}")
-    for key in ("state_dict", "model"):
-        if key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
+    obj = unwrap_state_dict(obj)
     out: Dict[str, torch.Tensor] = {}
     for k, v in obj.items():
         t = _tensor(v)
