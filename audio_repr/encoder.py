@@ -342,7 +342,10 @@ class Encoder(nn.Module):
                         s = strides[n]
                         core = self._core(p, n_frames[p.clip], n)
                         parts[n] = outs[n][j, p.left // s: p.left // s + core].float()
-                    results[(p.clip, p.start)] = fuse(parts, strides) if len(names) > 1 else parts[names[0]]
+                    r = fuse(parts, strides) if len(names) > 1 else parts[names[0]]
+                    r = r.to("cpu", torch.float32)
+                    # own the memory: a view would keep the whole batch output (context included) alive
+                    results[(p.clip, p.start)] = r.clone() if r._base is not None else r
                     if tok is not None:
                         tokens[(p.clip, p.start)] = torch.cat([tok[n][j].float() for n in names])
                 if bar is not None:
@@ -362,17 +365,23 @@ class Encoder(nn.Module):
         window = getattr(self.network, "layer_windows", {}).get(coarsest, target)
         embs = []
         for ci, (name, wav, source) in enumerate(clips):
-            chunks, stamps, piece_clips, owned = [], [], [], []
-            for p in self._pieces(ci, n_frames[ci]):
+            ps = self._pieces(ci, n_frames[ci])
+            sizes = [results[(ci, p.start)].shape[0] for p in ps]
+            # filled piece by piece as the pieces are released: the output is held once, not twice
+            frames = torch.empty((sum(sizes), results[(ci, ps[0].start)].shape[-1]), dtype=torch.float32)
+            stamps, piece_clips, owned = [], [], []
+            at = 0
+            for p, size in zip(ps, sizes):
                 f = results.pop((ci, p.start))
-                chunks.append(f)
+                frames[at: at + size] = f
+                at += size
+                del f
                 if tokens:
                     piece_clips.append(tokens.pop((ci, p.start)))
                     owned.append(p.stop - p.start)
-                i = torch.arange(f.shape[0], dtype=torch.float64)
+                i = torch.arange(size, dtype=torch.float64)
                 # centre of each output step's window of feature frames, from the piece's own start
                 stamps.append(offset_ms + (p.start + i * target + (window - 1) / 2.0) * hop_ms)
-            frames = torch.cat(chunks, dim=0).cpu()
             ts = torch.cat(stamps)
             clip = self._pool_clip(frames, piece_clips, owned)
             embs.append(Embedding(frames=frames, timestamps_ms=ts, clip=clip, layers=names,
