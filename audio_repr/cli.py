@@ -324,6 +324,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (UnknownModelError, WeightsError, AudioError, FileNotFoundError, ValueError) as e:
         print(f"audio-repr: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into head & co.: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
