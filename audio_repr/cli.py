@@ -226,7 +226,7 @@ def _cmd_evaluate(args) -> int:
     enc = _load_for(args)
     res = evaluate(enc, args.csv, layers=_layers_arg(args.layers), batch_size=args.batch_size,
                    cache=Path(args.cache) if args.cache else None, progress=not args.quiet,
-                   fold_column=args.folds_from, calibrate=args.calibrate)
+                   fold_column=args.folds_from, calibrate=args.calibrate, unit_sec=args.unit_sec)
     if args.calibrate:
         print(f"normalisation statistics calibrated on the dataset: mean {enc.norm_stats[0]:.4f}, "
               f"std {enc.norm_stats[1]:.4f}")
@@ -234,6 +234,7 @@ def _cmd_evaluate(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"model": res.model, "layers": args.layers, "csv": str(args.csv),
                                                "calibrated": args.calibrate, "folds_from": args.folds_from,
+                                               "unit_sec": args.unit_sec,
                                                "weights": "random-init" if args.random_init else (args.weights or "default"),
                                                "folds": res.folds, "per_seed": res.per_seed, "mean": res.mean}, indent=2))
     return 0
@@ -297,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", help="also write the result as JSON")
     q.add_argument("--calibrate", action="store_true",
                    help="set the log-mel normalisation statistics from the dataset first (as the original evaluations)")
+    q.add_argument("--unit-sec", type=float, help="pad (centred) / crop every clip to this duration first, "
+                   "as the BYOL-A evaluation's unit_sec")
     q.add_argument("--folds-from", metavar="COLUMN",
                    help="use this CSV column as folds (e.g. speaker: leave-one-speaker-out)")
     q.add_argument("--quiet", "-q", action="store_true")

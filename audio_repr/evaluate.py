@@ -73,11 +73,37 @@ def read_dataset(csv_path, fold_column: Optional[str] = None) -> Tuple[List[Path
     return files, labels, None, "none"
 
 
+def unit_length(wav: torch.Tensor, n: int) -> torch.Tensor:
+    """Zero-pad both ends (centred) or centre-crop a waveform to ``n`` samples, as the BYOL-A evaluation
+    does with its ``unit_sec`` (it crops at random; the centre keeps runs reproducible)."""
+    if len(wav) < n:
+        left = (n - len(wav)) // 2
+        return torch.nn.functional.pad(wav, (left, n - len(wav) - left))
+    start = (len(wav) - n) // 2
+    return wav[start: start + n]
+
+
+def _load_units(encoder, files, unit_sec: float):
+    from .audio import get_resampler, load_audio
+
+    n = int(round(unit_sec * encoder.sample_rate))
+    out = []
+    for f in files:
+        wav, sr = load_audio(f)
+        if sr != encoder.sample_rate:
+            wav = get_resampler(encoder.card.resampler)(wav, sr, encoder.sample_rate)
+        out.append(unit_length(wav, n))
+    return out
+
+
 def embed_dataset(encoder, files: Sequence[Path], *, layers=None, batch_size: int = 32,
-                  cache: Optional[Path] = None, progress: bool = False) -> np.ndarray:
-    """Clip embeddings [N, D] of ``files``, cached in ``cache`` (an ``.npy`` keyed by the inputs)."""
+                  cache: Optional[Path] = None, progress: bool = False,
+                  unit_sec: Optional[float] = None) -> np.ndarray:
+    """Clip embeddings [N, D] of ``files``, cached in ``cache`` (an ``.npy`` keyed by the inputs).
+
+    ``unit_sec``: bring every clip to this duration first (centred zero padding / centre crop)."""
     if cache is not None:
-        key = hashlib.sha256("\n".join([encoder.name, repr(layers), repr(encoder.norm_stats),
+        key = hashlib.sha256("\n".join([encoder.name, repr(layers), repr(encoder.norm_stats), repr(unit_sec),
                                         _weights_key(encoder)] + [str(f) for f in files]).encode()).hexdigest()[:16]
         path = Path(cache) / f"{encoder.name}-{key}.npy"
         if path.is_file():
@@ -90,7 +116,12 @@ def embed_dataset(encoder, files: Sequence[Path], *, layers=None, batch_size: in
         bar = tqdm(total=len(files), unit="file", desc=f"embedding ({encoder.name})")
     for i in range(0, len(files), batch_size):
         group = [str(f) for f in files[i: i + batch_size]]
-        out.extend(e.clip.numpy() for e in encoder.embed(group, layers=layers, batch_size=batch_size))
+        if unit_sec is not None:
+            embs = encoder.embed(_load_units(encoder, group, unit_sec), sr=encoder.sample_rate, layers=layers,
+                                 batch_size=batch_size)
+        else:
+            embs = encoder.embed(group, layers=layers, batch_size=batch_size)
+        out.extend(e.clip.numpy() for e in embs)
         if bar is not None:
             bar.update(len(group))
     if bar is not None:
@@ -158,18 +189,21 @@ def _holdout(idx: np.ndarray, frac: float, seed: int) -> Tuple[np.ndarray, np.nd
 
 def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Optional[Path] = None,
              seeds: Sequence[int] = SEEDS, progress: bool = False, fold_column: Optional[str] = None,
-             calibrate: bool = False, **probe_kwargs) -> EvalResult:
+             calibrate: bool = False, unit_sec: Optional[float] = None, **probe_kwargs) -> EvalResult:
     """Linear-probe accuracy of ``encoder`` on the CSV dataset (see the module docstring).
 
     ``calibrate=True`` first sets the encoder's normalisation statistics from the dataset's audio,
     as the original evaluations do (label-free; the training rows of a split dataset, else all rows).
+    ``unit_sec`` brings every clip to a fixed duration first, as the BYOL-A evaluation's ``unit_sec``.
     """
     files, labels, groups, kind = read_dataset(csv_path, fold_column)
     if calibrate:
         rows = [f for f, g in zip(files, groups or [None] * len(files))
                 if kind != "split" or str(g).lower() == "train"]
-        encoder.calibrate([str(f) for f in rows])
-    X = embed_dataset(encoder, files, layers=layers, batch_size=batch_size, cache=cache, progress=progress)
+        encoder.calibrate(_load_units(encoder, rows, unit_sec) if unit_sec else [str(f) for f in rows],
+                          sr=encoder.sample_rate if unit_sec else None)
+    X = embed_dataset(encoder, files, layers=layers, batch_size=batch_size, cache=cache, progress=progress,
+                      unit_sec=unit_sec)
     classes = sorted(set(labels))
     y = np.array([classes.index(l) for l in labels])
     splits: List[Tuple[str, np.ndarray, Optional[np.ndarray], np.ndarray]] = []

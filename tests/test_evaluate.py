@@ -80,3 +80,20 @@ def test_plots(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     png = plot_map(enc, csv, tmp_path / "map.png", method="pca")
     assert png.stat().st_size > 1000
+
+
+def test_unit_length_and_unit_sec_protocol(tmp_path):
+    from audio_repr.evaluate import embed_dataset, unit_length
+
+    x = torch.arange(5.0)
+    assert unit_length(x, 9).tolist() == [0, 0, 0, 1, 2, 3, 4, 0, 0]
+    assert unit_length(torch.arange(10.0), 4).tolist() == [3, 4, 5, 6]
+    enc = audio_repr.load("byola-v1-512", pretrained=False)
+    csv = _tone_dataset(tmp_path, per_class=4)
+    files, *_ = read_dataset(csv)
+    X = embed_dataset(enc, files[:3], unit_sec=1.0)
+    wav, _ = audio_repr.load_audio(files[1])
+    ref = enc.embed(unit_length(wav, 16000), sr=16000).clip.numpy()
+    assert np.allclose(X[1], ref, atol=1e-6)
+    res = evaluate(enc, csv, unit_sec=1.0, calibrate=True, lr=1e-2)
+    assert 0 <= res.mean <= 1
