@@ -157,7 +157,7 @@ def _cmd_embed(args) -> int:
     todo = [(f, rel) for f, rel in files if args.overwrite or not _out_path(out_dir, rel).is_file()]
     skipped = len(files) - len(todo)
     enc = _load_for(args)
-    layers = _layers_arg(args.layers)
+    layers = args.layers
     failures: List[Tuple[Path, str]] = []
     done = 0
     audio_s = 0.0
@@ -224,7 +224,7 @@ def _cmd_evaluate(args) -> int:
     from .evaluate import evaluate
 
     enc = _load_for(args)
-    res = evaluate(enc, args.csv, layers=_layers_arg(args.layers), batch_size=args.batch_size,
+    res = evaluate(enc, args.csv, layers=args.layers, batch_size=args.batch_size,
                    cache=Path(args.cache) if args.cache else None, progress=not args.quiet,
                    fold_column=args.folds_from, calibrate=args.calibrate, unit_sec=args.unit_sec)
     if args.calibrate:
@@ -245,18 +245,12 @@ def _cmd_plot(args) -> int:
 
     enc = _load_for(args)
     if args.map:
-        path = plot_map(enc, args.input, args.out, layers=_layers_arg(args.layers), method=args.method,
+        path = plot_map(enc, args.input, args.out, layers=args.layers, method=args.method,
                         cache=Path(args.cache) if args.cache else None, limit=args.limit)
     else:
-        path = plot_file(enc, args.input, args.out, layers=_layers_arg(args.layers))
+        path = plot_file(enc, args.input, args.out, layers=args.layers)
     print(path)
     return 0
-
-
-def _layers_arg(layers):
-    if layers and layers not in ("fusion", "all"):
-        return [s.strip() for s in layers.split(",")]
-    return layers
 
 
 def _model_args(q, default_model=None):
