@@ -207,6 +207,13 @@ class Encoder(nn.Module):
             out.append((name, wav, source))
         return out, single
 
+    def waveforms(self, audio, sr: Optional[int] = None) -> Union[torch.Tensor, List[torch.Tensor]]:
+        """What ``embed`` feeds its front end: each input read, downmixed and resampled (with the card's
+        resampler) to the model's rate, on its device. One tensor, or a list for a list input."""
+        clips, single = self._prepare(audio, sr)
+        wavs = [w for _, w, _ in clips]
+        return wavs[0] if single else wavs
+
     # ---- the model on batches -----------------------------------------------------------------
     def forward(self, wavs: torch.Tensor, lengths: Optional[Sequence[int]] = None) -> Dict[str, torch.Tensor]:
         """Every layer for a padded batch of waveforms [B, N] at the model's rate (differentiable).

@@ -84,16 +84,8 @@ def unit_length(wav: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _load_units(encoder, files, unit_sec: float):
-    from .audio import get_resampler, load_audio
-
     n = int(round(unit_sec * encoder.sample_rate))
-    out = []
-    for f in files:
-        wav, sr = load_audio(f)
-        if sr != encoder.sample_rate:
-            wav = get_resampler(encoder.card.resampler)(wav, sr, encoder.sample_rate)
-        out.append(unit_length(wav, n))
-    return out
+    return [unit_length(w, n) for w in encoder.waveforms([str(f) for f in files])]
 
 
 def embed_dataset(encoder, files: Sequence[Path], *, layers=None, batch_size: int = 32,

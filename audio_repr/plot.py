@@ -32,13 +32,9 @@ def _save(plt, fig, out) -> Path:
 
 def plot_file(encoder, path, out, *, layers=None) -> Path:
     """PNG with the log-mel spectrogram (top) and the frame embeddings on the same time axis (bottom)."""
-    from .audio import get_resampler, load_audio
-
     plt = _plt()
-    wav, sr = load_audio(path)
-    if sr != encoder.sample_rate:
-        wav = get_resampler(encoder.card.resampler)(wav, sr, encoder.sample_rate)
-    feats = encoder._features(wav.to(encoder.device)).cpu().numpy()
+    wav = encoder.waveforms(str(path))
+    feats = encoder._features(wav).cpu().numpy()
     emb = encoder.embed(wav, sr=encoder.sample_rate, layers=layers)
     hop_s = encoder.frontend.hop_length / encoder.sample_rate
     dur = wav.shape[-1] / encoder.sample_rate
