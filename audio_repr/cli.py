@@ -214,20 +214,31 @@ def _cmd_embed(args) -> int:
     return 0
 
 
-def _load_for(args):
+def _load_for(args, seed: int = 0):
+    """The encoder the arguments ask for; with ``--random-init`` a network drawn from ``seed``
+    (reproducible, and the caller's random state is left as it was)."""
+    import torch
+
     import audio_repr
 
-    return audio_repr.load(args.model, weights=args.weights, device=args.device, pretrained=not args.random_init)
+    if not args.random_init:
+        return audio_repr.load(args.model, weights=args.weights, device=args.device)
+    if args.weights:
+        raise SystemExit("audio-repr: --weights and --random-init exclude each other")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return audio_repr.load(args.model, device=args.device, pretrained=False)
 
 
 def _cmd_evaluate(args) -> int:
     from .evaluate import evaluate
 
-    enc = _load_for(args)
+    # a random baseline draws its own network for each probe seed (the mean is then not one draw's luck)
+    enc = (lambda seed: _load_for(args, seed)) if args.random_init else _load_for(args)
     res = evaluate(enc, args.csv, layers=args.layers, batch_size=args.batch_size,
                    cache=Path(args.cache) if args.cache else None, progress=not args.quiet,
                    fold_column=args.folds_from, calibrate=args.calibrate, unit_sec=args.unit_sec)
-    if args.calibrate:
+    if args.calibrate and not args.random_init:
         print(f"normalisation statistics calibrated on the dataset: mean {enc.norm_stats[0]:.4f}, "
               f"std {enc.norm_stats[1]:.4f}")
     print(res.report())
@@ -236,6 +247,7 @@ def _cmd_evaluate(args) -> int:
                                                "calibrated": args.calibrate, "folds_from": args.folds_from,
                                                "unit_sec": args.unit_sec,
                                                "weights": "random-init" if args.random_init else (args.weights or "default"),
+                                               "init": res.init, "seeds": res.seeds,
                                                "folds": res.folds, "per_seed": res.per_seed, "mean": res.mean}, indent=2))
     return 0
 
@@ -258,7 +270,8 @@ def _model_args(q, default_model=None):
     q.add_argument("--weights", help="weights file in the original format (default: cache/mirror/download)")
     q.add_argument("--layers", help="'fusion', 'all' or comma-separated layer names (default: standard output)")
     q.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cpu)")
-    q.add_argument("--random-init", action="store_true", help="random weights (baselines, testing pipelines)")
+    q.add_argument("--random-init", action="store_true", help="random weights (baselines, testing pipelines): a reproducible draw "
+                   "(seed 0; evaluate draws one network per probe seed)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ import copy
 import csv
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -38,13 +38,16 @@ class EvalResult:
     model: str
     folds: Dict[str, float]   # fold name -> accuracy (mean over seeds)
     per_seed: Dict[str, List[float]]
+    seeds: List[int] = field(default_factory=lambda: list(SEEDS))
+    init: Optional[str] = None   # how the network was drawn, when not one fixed set of weights
 
     @property
     def mean(self) -> float:
         return float(np.mean(list(self.folds.values())))
 
     def report(self) -> str:
-        lines = [f"{self.model}: linear probe, mean over seeds {list(SEEDS)}"]
+        how = f" ({self.init})" if self.init else ""
+        lines = [f"{self.model}: linear probe, mean over seeds {self.seeds}{how}"]
         for k, v in self.folds.items():
             lines.append(f"  {k}: {100 * v:.2f}%  (seeds: {', '.join(f'{100 * a:.2f}' for a in self.per_seed[k])})")
         lines.append(f"  mean accuracy: {100 * self.mean:.2f}%")
@@ -184,18 +187,26 @@ def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Opt
              calibrate: bool = False, unit_sec: Optional[float] = None, **probe_kwargs) -> EvalResult:
     """Linear-probe accuracy of ``encoder`` on the CSV dataset (see the module docstring).
 
+    ``encoder`` is an :class:`~audio_repr.Encoder`, or a function ``seed -> Encoder`` that builds a fresh
+    one per seed: a random-initialisation baseline then draws its own network for every seed as well as
+    its own probe, so its mean is not the luck of one draw (``audio-repr evaluate --random-init`` does this).
+
     ``calibrate=True`` first sets the encoder's normalisation statistics from the dataset's audio,
     as the original evaluations do (label-free; the training rows of a split dataset, else all rows).
     ``unit_sec`` brings every clip to a fixed duration first, as the BYOL-A evaluation's ``unit_sec``.
     """
     files, labels, groups, kind = read_dataset(csv_path, fold_column)
-    if calibrate:
-        rows = [f for f, g in zip(files, groups or [None] * len(files))
-                if kind != "split" or str(g).lower() == "train"]
-        encoder.calibrate(_load_units(encoder, rows, unit_sec) if unit_sec else [str(f) for f in rows],
-                          sr=encoder.sample_rate if unit_sec else None)
-    X = embed_dataset(encoder, files, layers=layers, batch_size=batch_size, cache=cache, progress=progress,
-                      unit_sec=unit_sec)
+    per_seed_encoder = not isinstance(encoder, nn.Module)
+
+    def features(enc) -> np.ndarray:
+        if calibrate:
+            rows = [f for f, g in zip(files, groups or [None] * len(files))
+                    if kind != "split" or str(g).lower() == "train"]
+            enc.calibrate(_load_units(enc, rows, unit_sec) if unit_sec else [str(f) for f in rows],
+                          sr=enc.sample_rate if unit_sec else None)
+        return embed_dataset(enc, files, layers=layers, batch_size=batch_size, cache=cache, progress=progress,
+                             unit_sec=unit_sec)
+
     classes = sorted(set(labels))
     y = np.array([classes.index(l) for l in labels])
     splits: List[Tuple[str, np.ndarray, Optional[np.ndarray], np.ndarray]] = []
@@ -213,11 +224,18 @@ def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Opt
         splits.append(("test", tr, va if len(va) else None, te))
     else:
         raise ValueError("the dataset needs a 'fold' or a 'split' column to define its test data")
-    folds, per_seed = {}, {}
-    for name, tr, va, te in splits:
-        accs = []
-        for seed in seeds:
+    per_seed: Dict[str, List[float]] = {name: [] for name, *_ in splits}
+    X = None if per_seed_encoder else features(encoder)
+    name = getattr(encoder, "name", None)
+    for seed in seeds:
+        if per_seed_encoder:
+            enc = encoder(seed)
+            name = enc.name
+            X = features(enc)
+        for fold, tr, va, te in splits:
             tr_s, va_s = (tr, va) if va is not None else _holdout(tr, 0.1, seed)
-            accs.append(linear_probe(X[tr_s], y[tr_s], X[va_s], y[va_s], X[te], y[te], seed=seed, **probe_kwargs))
-        folds[name], per_seed[name] = float(np.mean(accs)), accs
-    return EvalResult(model=encoder.name, folds=folds, per_seed=per_seed)
+            per_seed[fold].append(linear_probe(X[tr_s], y[tr_s], X[va_s], y[va_s], X[te], y[te], seed=seed,
+                                               **probe_kwargs))
+    folds = {k: float(np.mean(v)) for k, v in per_seed.items()}
+    return EvalResult(model=name, folds=folds, per_seed=per_seed, seeds=list(seeds),
+                      init="one random initialisation per seed" if per_seed_encoder else None)

@@ -58,6 +58,25 @@ def test_evaluate_splits_and_folds(tmp_path):
     assert "mean accuracy" in res.report()
 
 
+def test_evaluate_draws_one_network_per_seed(tmp_path):
+    """A random baseline given as ``seed -> Encoder`` gets a fresh network per seed, each embedded once."""
+    csv = _tone_dataset(tmp_path)
+    drawn = []
+
+    def random_encoder(seed):
+        drawn.append(seed)
+        torch.manual_seed(seed)
+        return audio_repr.load("byola-v1-512", pretrained=False)
+
+    res = evaluate(random_encoder, csv, cache=tmp_path / "cache", seeds=(5, 6), lr=1e-2)
+    assert drawn == [5, 6] and res.seeds == [5, 6] and res.init is not None
+    assert len(res.per_seed["test"]) == 2 and res.model == "byola-v1-512"
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2      # two different networks, two caches
+    again = evaluate(random_encoder, csv, cache=tmp_path / "cache", seeds=(5, 6), lr=1e-2)
+    assert again.per_seed == res.per_seed                          # same draws, same probes
+    assert "random initialisation per seed" in res.report() and "[5, 6]" in res.report()
+
+
 def test_evaluate_cli(tmp_path):
     csv = _tone_dataset(tmp_path)
     out = subprocess.run([sys.executable, "-m", "audio_repr.cli", "evaluate", str(csv), "--model", "byola-v1-512",
@@ -67,6 +86,7 @@ def test_evaluate_cli(tmp_path):
     assert "mean accuracy" in out.stdout
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["weights"] == "random-init" and 0 <= r["mean"] <= 1
+    assert r["seeds"] == [42, 43, 44] and "per seed" in r["init"]
 
 
 def test_plots(tmp_path):
