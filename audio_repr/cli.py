@@ -95,15 +95,28 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_download(args) -> int:
+    from .registry import get_card
     from .weights import download
 
+    extras = _extra_files()
     for name in args.names:
-        from .registry import get_card
-
-        card = get_card(name)
-        path = download(card.name, force=args.force)
-        print(f"{card.name}: {path}")
+        # a model, or a companion file of the manifest that is not a model (e.g. vggish-pca)
+        key = name if name in extras else get_card(name).name
+        path = download(key, force=args.force)
+        print(f"{key}: {path}")
+        for extra, entry in extras.items():
+            if extra.startswith(key + "-") and extra not in args.names:
+                print(f"  (optional companion file: audio-repr download {extra}  # {entry['format'].split(' (')[0]})")
     return 0
+
+
+def _extra_files() -> dict:
+    """Manifest entries that are not models (files some models can use, e.g. VGGish's PCA)."""
+    from .registry import list_models
+    from .weights import manifest
+
+    models = set(list_models())
+    return {k: v for k, v in manifest()["models"].items() if k not in models}
 
 
 def _out_path(out_dir: Path, rel: Path) -> Path:
@@ -283,8 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("info", help="a model's card as JSON")
     q.add_argument("name")
     q.set_defaults(func=_cmd_info)
-    q = sub.add_parser("download", help="fetch weights into the cache for offline use")
-    q.add_argument("names", nargs="+")
+    q = sub.add_parser("download", help="fetch weights into the cache for offline use (copied from "
+                       "AUDIO_REPR_MIRROR when the file is there, else downloaded; verified)")
+    q.add_argument("names", nargs="+", help="models, or companion files: " + ", ".join(_extra_files()))
     q.add_argument("--force", action="store_true", help="download again even if cached")
     q.set_defaults(func=_cmd_download)
     q = sub.add_parser("embed", help="embed files, folders or globs into one .npz per file")

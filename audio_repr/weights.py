@@ -9,8 +9,10 @@ Resolution order for a model's weights (first hit wins):
    (``AUDIO_REPR_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``).
 
 Downloads go to a temporary file in the cache folder and are renamed into place only after
-their SHA-256 (and size) match the manifest; nothing half-written is ever left under the
-final name. Checkpoints are read with ``torch.load(weights_only=True)`` (or safetensors).
+their SHA-256 (and size) match the manifest (where only the 8-digit prefix that torchvggish's
+file names carry is known, that prefix, as torch.hub checks it); nothing half-written is ever left
+under the final name. ``download()`` (``audio-repr download``) copies from the mirror when the file
+is there, verified the same way. Checkpoints are read with ``torch.load(weights_only=True)`` (or safetensors).
 """
 
 from __future__ import annotations
@@ -90,11 +92,15 @@ def _check_file(path: Path, entry: Dict[str, Any]) -> None:
     size, digest = entry.get("size"), entry.get("sha256")
     if size is not None and path.stat().st_size != size:
         raise HashMismatchError(f"{path}: size {path.stat().st_size} bytes, expected {size} for {entry['filename']}")
-    if digest:
+    prefix = entry.get("sha256_prefix")
+    if digest or prefix:
         got = sha256_file(path)
-        if got != digest:
+        if digest and got != digest:
             raise HashMismatchError(f"{path}: SHA-256 {got} does not match the manifest's {digest} "
                                     f"for {entry['filename']}")
+        if prefix and not got.startswith(prefix):
+            raise HashMismatchError(f"{path}: SHA-256 {got} does not start with {prefix}, the prefix the "
+                                    f"official file name {entry['filename']} carries")
 
 
 def _where_to_put(model: str, entry: Dict[str, Any]) -> str:
@@ -123,22 +129,36 @@ def resolve(model: str, weights: Optional[os.PathLike | str] = None, *, download
     cached = cache_dir() / entry["filename"]
     if cached.is_file():
         return cached
+    found = _mirror_file(model, entry)
+    if found is not None:
+        return found
+    if not download_missing or is_offline():
+        raise WeightsNotFoundError(_where_to_put(model, entry) + ("\n(offline mode is on)" if is_offline() else ""))
+    return download(model)
+
+
+def _mirror_file(model: str, entry: Dict[str, Any]) -> Optional[Path]:
+    """The file in the ``AUDIO_REPR_MIRROR`` folder (flat or under ``model/``), hash-checked; None if absent."""
     mirror = os.environ.get("AUDIO_REPR_MIRROR")
     if mirror:
         for cand in (Path(mirror) / entry["filename"], Path(mirror) / model / entry["filename"]):
             if cand.is_file():
                 _check_file(cand, entry)
                 return cand
-    if not download_missing or is_offline():
-        raise WeightsNotFoundError(_where_to_put(model, entry) + ("\n(offline mode is on)" if is_offline() else ""))
-    return download(model)
+    return None
 
 
 def download(model: str, *, force: bool = False) -> Path:
-    """Fetch ``model``'s weights into the cache, verified; returns the cached path."""
+    """Fetch ``model``'s weights into the cache, verified; returns the cached path.
+    A copy in the mirror folder (``AUDIO_REPR_MIRROR``) is used before the network."""
     entry = manifest_entry(model)
     dest = cache_dir() / entry["filename"]
     if dest.is_file() and not force:
+        return dest
+    found = _mirror_file(model, entry)
+    if found is not None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_copy_verified(found, dest, entry)
         return dest
     if is_offline():
         raise WeightsNotFoundError(_where_to_put(model, entry) + "\n(offline mode is on)")
@@ -158,7 +178,8 @@ def download(model: str, *, force: bool = False) -> Path:
     url = entry.get("url")
     if not url:
         raise WeightsNotFoundError(_where_to_put(model, entry))
-    fetch_url(url, dest, sha256=entry.get("sha256"), size=entry.get("size"), what=f"{model!r}")
+    fetch_url(url, dest, sha256=entry.get("sha256"), size=entry.get("size"), what=f"{model!r}",
+              sha256_prefix=entry.get("sha256_prefix"))
     return dest
 
 
@@ -175,8 +196,9 @@ def _atomic_copy_verified(src: Path, dest: Path, entry: Dict[str, Any]) -> None:
 
 
 def fetch_url(url: str, dest: Path, *, sha256: Optional[str], size: Optional[int] = None, what: str = "",
-              timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest`` through a temporary file, renamed only when the hash matches."""
+              timeout: float = 60.0, sha256_prefix: Optional[str] = None) -> Path:
+    """Download ``url`` to ``dest`` through a temporary file, renamed only when the hash matches
+    (``sha256``, else at least ``sha256_prefix``, as torch.hub checks the digits in hub file names)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
@@ -197,8 +219,11 @@ def fetch_url(url: str, dest: Path, *, sha256: Optional[str], size: Optional[int
         digest = h.hexdigest()
         if sha256 and digest != sha256:
             raise HashMismatchError(f"download of {url} has SHA-256 {digest}, expected {sha256}; nothing was kept")
+        if sha256_prefix and not digest.startswith(sha256_prefix):
+            raise HashMismatchError(f"download of {url} has SHA-256 {digest}, which does not start with "
+                                    f"{sha256_prefix}; nothing was kept")
         if not sha256:
-            log.warning("%s: no SHA-256 pinned in the manifest; downloaded file has %s", dest.name, digest)
+            log.warning("%s: no full SHA-256 pinned in the manifest; downloaded file has %s", dest.name, digest)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):

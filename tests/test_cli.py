@@ -70,6 +70,52 @@ def test_embed_without_weights_offline_explains(tmp_path):
     assert r.returncode == 1 and "AudioNTT2020-BYOLA-64x96d512.pth" in r.stderr and "https://" in r.stderr
 
 
+def test_download_model_and_companion_file_from_a_mirror(tmp_path, monkeypatch, capsys):
+    """Offline, `download` fills the cache from AUDIO_REPR_MIRROR (a model and VGGish's PCA file), checking
+    the SHA-256 prefix that torchvggish's file names carry; the encoder and postprocessor then load by name."""
+    import copy
+    import hashlib
+
+    import audio_repr
+    from audio_repr import cli
+    from audio_repr import weights as W
+    from audio_repr.models import vggish as V
+
+    mirror, cache = tmp_path / "mirror", tmp_path / "cache"
+    mirror.mkdir()
+    torch.save(randomise(OriginalV1(1024), seed=1).state_dict(), mirror / "AudioNTT2020-BYOLA-64x96d1024.pth")
+    g = np.random.default_rng(0)
+    pca = mirror / "vggish_pca_params-970ea276.pth"
+    torch.save({"pca_eigen_vectors": g.standard_normal((128, 128)), "pca_means": g.standard_normal(128)}, pca)
+    (mirror / "vggish-10086976.pth").write_bytes(b"not the official file")
+    man = copy.deepcopy(W.manifest())
+    assert man["models"]["vggish-pca"]["sha256_prefix"] == "970ea276"
+    man["models"]["vggish-pca"]["sha256_prefix"] = hashlib.sha256(pca.read_bytes()).hexdigest()[:8]  # ours
+    monkeypatch.setattr(W, "manifest", lambda: man)
+    monkeypatch.setenv("AUDIO_REPR_MIRROR", str(mirror))
+    monkeypatch.setenv("AUDIO_REPR_CACHE", str(cache))
+
+    assert cli.main(["download", "byola-v1-1024", "vggish-pca"]) == 0
+    out = capsys.readouterr().out
+    assert str(cache / "AudioNTT2020-BYOLA-64x96d1024.pth") in out and "vggish-pca:" in out
+    assert sorted(p.name for p in cache.iterdir()) == ["AudioNTT2020-BYOLA-64x96d1024.pth",
+                                                       "vggish_pca_params-970ea276.pth"]
+    # a file under the official name whose hash does not start with the name's digits: refused, not cached
+    assert cli.main(["download", "vggish"]) == 1
+    assert "does not start with 10086976" in capsys.readouterr().err
+    assert not (cache / "vggish-10086976.pth").exists() and not list(cache.glob("*.part"))
+    # fetching a model names its optional companion file
+    man["models"]["vggish"]["sha256_prefix"] = W.sha256_file(mirror / "vggish-10086976.pth")[:8]
+    assert cli.main(["download", "vggish"]) == 0
+    assert "audio-repr download vggish-pca" in capsys.readouterr().out
+
+    monkeypatch.delenv("AUDIO_REPR_MIRROR")
+    assert audio_repr.load("byola-v1-1024").embed(chirp(1.0), sr=16000).clip.shape == (1024,)
+    enc = audio_repr.load("vggish", pretrained=False)
+    V.enable_postprocessor(enc)                               # from the cache, by its manifest entry
+    assert "postprocessed" in enc.layer_names
+
+
 def _dataset(root, n=50):
     rng = np.random.default_rng(0)
     paths = []

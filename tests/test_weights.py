@@ -166,3 +166,21 @@ def test_pretrained_false_and_conflicting_args(tmp_path):
     assert enc.embed(torch.rand(8000) - 0.5, sr=16000).clip.shape == (512,)
     with pytest.raises(ValueError, match="pretrained=False"):
         audio_repr.load("byola-v1-512", pretrained=False, weights=tmp_path / "x.pth")
+
+
+def test_download_copies_from_the_mirror_verified(tmp_path, monkeypatch, ckpt_bytes, fake_manifest):
+    """`audio-repr download` with a mirror works offline: the mirror's file is checked, then cached."""
+    mirror = tmp_path / "mirror"
+    (mirror / "byola-v1-512").mkdir(parents=True)
+    src = mirror / "byola-v1-512" / fake_manifest["filename"]
+    src.write_bytes(ckpt_bytes[:-10] + b"0123456789")        # wrong bytes first: refused, nothing cached
+    monkeypatch.setenv("AUDIO_REPR_MIRROR", str(mirror))
+    with pytest.raises(W.HashMismatchError):
+        W.download("byola-v1-512")
+    assert not (W.cache_dir() / fake_manifest["filename"]).exists()
+    assert not list(W.cache_dir().glob("*.part")) if W.cache_dir().exists() else True
+    src.write_bytes(ckpt_bytes)
+    got = W.download("byola-v1-512")
+    assert got == W.cache_dir() / fake_manifest["filename"] and got.read_bytes() == ckpt_bytes
+    src.unlink()
+    assert W.resolve("byola-v1-512") == got                   # the cache now serves it without the mirror
