@@ -165,11 +165,11 @@ class Encoder(nn.Module):
         total = total_sq = 0.0
         count = 0
         for _, wav, _ in clips:
-            feats = self._features(wav)
-            x = feats.double()
-            total += float(x.sum())
-            total_sq += float((x * x).sum())
-            count += x.numel()
+            for feats in self._feature_chunks(wav):
+                x = feats.double()
+                total += float(x.sum())
+                total_sq += float((x * x).sum())
+                count += x.numel()
         if count == 0:
             raise AudioError("calibrate() needs at least one clip")
         mean = total / count
@@ -254,9 +254,30 @@ class Encoder(nn.Module):
             x = (torch.where(valid, feats, torch.full_like(feats, self.card.pad_value)) - mean) / std
         return self.network(x.to(self.dtype), n_frames)
 
+    def _feature_chunks(self, wav: torch.Tensor, frames: int = 4096):
+        """``_features(wav)`` in consecutive blocks of ``frames`` frames (bounded memory for long clips)."""
+        fe = self.frontend
+        T = fe.frames_for(wav.shape[-1])
+        padded = fe.edge_pad(wav)[None]
+        for a in range(0, T, frames):
+            yield fe.window_frames(padded, a, min(T, a + frames))[0]
+
     def _clip_stats(self, wav: torch.Tensor) -> Tuple[float, float]:
-        x = self._features(wav).double()
-        return float(x.mean()), float(x.std())   # Bessel-corrected, as torch's x.std() in the originals
+        """Mean and Bessel-corrected std (as torch's ``x.std()`` in the originals) of one clip's features,
+        accumulated block by block in float64 around the first block's mean."""
+        shift, s, ss, n = None, 0.0, 0.0, 0
+        for feats in self._feature_chunks(wav):
+            x = feats.double()
+            if shift is None:
+                shift = float(x.mean())
+            d = x - shift
+            s += float(d.sum())
+            ss += float((d * d).sum())
+            n += d.numel()
+        if not n:
+            raise AudioError("no feature frames to normalise")
+        var = max(ss - s * s / n, 0.0) / max(n - 1, 1)
+        return shift + s / n, var ** 0.5
 
     def _out_frames(self, n: int, layer: str) -> int:
         fn = getattr(self.network, "out_frames", None)

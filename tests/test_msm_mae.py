@@ -173,3 +173,16 @@ def test_cards_and_manifest():
         entry = manifest[name]
         assert entry["url"].startswith("https://github.com/nttcslab/msm-mae/releases/download/")
         assert release in entry["url"] and entry["filename"] == f"{release}.zip"
+
+
+def test_per_clip_statistics_of_long_audio_in_blocks():
+    """Per-clip normalisation statistics of long audio are accumulated block by block (bounded memory),
+    and equal the whole clip's features' mean and Bessel-corrected std (the original's x.std())."""
+    enc = audio_repr.load("msm-mae-80x208", pretrained=False)
+    g = torch.Generator().manual_seed(0)
+    wav = 0.1 * torch.randn(16000 * 50, generator=g) + 0.3 * torch.sin(torch.arange(16000 * 50) / 7.0)
+    feats = enc._features(wav).double()
+    assert feats.shape[-1] > 4096                                   # more than one block
+    mean, std = enc._clip_stats(wav)
+    assert abs(mean - float(feats.mean())) < 1e-9 * abs(float(feats.mean()))
+    assert abs(std - float(feats.std())) < 1e-9 * float(feats.std())
