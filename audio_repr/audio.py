@@ -293,15 +293,18 @@ class _KaiserPlan:
         """Outputs below ``n_out`` whose float64 time register selects other taps than their phase's
         (they depend only on the rates, so they are found once and cached)."""
         with self._lock:
-            while self._checked < n_out:
-                t = np.arange(self._checked, max(n_out, self._checked + block), dtype=np.int64)
+            found = [self._odd]
+            while self._checked < n_out:        # in blocks: never whole-signal index arrays
+                t = np.arange(self._checked, self._checked + block, dtype=np.int64)
                 tr = t * self.inc
                 j = t % self.q
                 key_l, key_r, key_n = self.phase_key
                 off_l, off_r = self._key(tr)
                 bad = (tr.astype(np.int64) != (t // self.q) * self.p + key_n[j]) | (off_l != key_l[j]) | (off_r != key_r[j])
-                self._odd = np.concatenate([self._odd, t[bad]])
+                found.append(t[bad])
                 self._checked = int(t[-1]) + 1
+            if len(found) > 1:
+                self._odd = np.concatenate(found)
             return self._odd[: np.searchsorted(self._odd, n_out)]
 
     def _key(self, tr: np.ndarray):
@@ -331,15 +334,17 @@ def _kaiser_plan(orig_sr: int, new_sr: int) -> _KaiserPlan:
     return _KaiserPlan(orig_sr, new_sr)
 
 
-def _gather_outputs(x: torch.Tensor, plan: _KaiserPlan, t: np.ndarray) -> torch.Tensor:
-    """Output samples ``t`` of rows ``x [B, N]``, each with its own weights: ``[B, len(t)]``."""
+def _gather_outputs(x: torch.Tensor, plan: _KaiserPlan, t: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """Output samples ``t`` of rows ``x [B, N]``, each with its own weights: ``[B, len(t)]`` in ``dtype``
+    (samples outside the signal count as zeros; only the samples needed are read)."""
     L = plan.taps_per_wing
     n, wl, wr = plan.taps(t * plan.inc)
-    xp = F.pad(x, (L, L + 1))
     i = np.arange(L)[None, :]
-    idx = torch.from_numpy(np.concatenate([n[:, None] - i, n[:, None] + 1 + i], axis=1) + L).to(x.device)
-    w = torch.from_numpy(np.concatenate([wl, wr], axis=1)).to(device=x.device, dtype=x.dtype)
-    return (xp[:, idx] * w).sum(-1)
+    idx = torch.from_numpy(np.concatenate([n[:, None] - i, n[:, None] + 1 + i], axis=1)).to(x.device)
+    inside = (idx >= 0) & (idx < x.shape[-1])
+    vals = x[:, idx.clamp(0, x.shape[-1] - 1)].to(dtype) * inside.to(dtype)
+    w = torch.from_numpy(np.concatenate([wl, wr], axis=1)).to(device=x.device, dtype=dtype)
+    return (vals * w).sum(-1)
 
 
 def resample_kaiser_best(wavs: torch.Tensor, orig_sr: int, new_sr: int, *, block: int = 1 << 16,
@@ -363,30 +368,35 @@ def resample_kaiser_best(wavs: torch.Tensor, orig_sr: int, new_sr: int, *, block
     if n_out < 1:
         raise ValueError(f"{N} sample(s) at {orig_sr} Hz are too few to resample to {new_sr} Hz")
     out_dtype = wavs.dtype
-    x = wavs.reshape(-1, N).to(dtype if wavs.device.type != "mps" else torch.float32)
-    outs = []
+    dtype = dtype if wavs.device.type != "mps" else torch.float32
+    x = wavs.reshape(-1, N)                                   # converted to ``dtype`` block by block
+    y = torch.empty((x.shape[0], n_out), dtype=out_dtype, device=x.device)
     if plan.kernel is None:                                   # huge reduced ratio: per-output weights
         for t0 in range(0, n_out, block):
-            outs.append(_gather_outputs(x, plan, np.arange(t0, min(n_out, t0 + block))))
-        return torch.cat(outs, dim=-1).reshape(*shape[:-1], n_out).to(out_dtype)
+            t1 = min(n_out, t0 + block)
+            y[:, t0:t1] = _gather_outputs(x, plan, np.arange(t0, t1), dtype).to(out_dtype)
+        return y.reshape(*shape[:-1], n_out)
     p, q = plan.p, plan.q
-    kernel = plan.kernel.to(device=x.device, dtype=x.dtype)[:, None, :]    # [q, 1, W]
+    kernel = plan.kernel.to(device=x.device, dtype=dtype)[:, None, :]      # [q, 1, W]
     W = kernel.shape[-1]
     n_pos = -(-n_out // q)
-    left = -plan.d_min
-    xp = F.pad(x, (left, max(0, (n_pos - 1) * p + W - left - N)))
+    left = -plan.d_min                                        # zeros before the signal (and after it)
     step = max(1, min(n_pos, (block * 64) // W))              # positions per convolution call
     for k0 in range(0, n_pos, step):
         k1 = min(n_pos, k0 + step)
-        y = F.conv1d(xp[:, None, k0 * p: (k1 - 1) * p + W], kernel, stride=p)   # [B, q, k1 - k0]
-        outs.append(y.transpose(1, 2).reshape(x.shape[0], -1))
-    y = torch.cat(outs, dim=-1)[:, :n_out]
+        lo, hi = k0 * p - left, (k1 - 1) * p + W - left       # in signal samples
+        seg = x[:, max(lo, 0): min(hi, N)].to(dtype)
+        if lo < 0 or hi > N:
+            seg = F.pad(seg, (max(0, -lo), max(0, hi - N)))
+        out = F.conv1d(seg[:, None], kernel, stride=p).transpose(1, 2).reshape(x.shape[0], -1)  # [B, q*(k1-k0)]
+        take = min(out.shape[-1], n_out - k0 * q)
+        y[:, k0 * q: k0 * q + take] = out[:, :take].to(out_dtype)
     # outputs whose float64 time register selects other taps than their phase's (rare; none for many rates)
     odd = plan.odd_outputs(n_out)
     for i0 in range(0, len(odd), block):
         t = odd[i0: i0 + block]
-        y[:, torch.from_numpy(t).to(x.device)] = _gather_outputs(x, plan, t)
-    return y.reshape(*shape[:-1], n_out).to(out_dtype)
+        y[:, torch.from_numpy(t).to(x.device)] = _gather_outputs(x, plan, t, dtype).to(out_dtype)
+    return y.reshape(*shape[:-1], n_out)
 
 
 RESAMPLERS["kaiser_best"] = resample_kaiser_best
