@@ -237,7 +237,7 @@ def _load_for(args, seed: int = 0):
     if not args.random_init:
         return audio_repr.load(args.model, weights=args.weights, device=args.device)
     if args.weights:
-        raise SystemExit("audio-repr: --weights and --random-init exclude each other")
+        raise ValueError("--weights and --random-init exclude each other")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return audio_repr.load(args.model, device=args.device, pretrained=False)

@@ -87,6 +87,10 @@ def test_evaluate_cli(tmp_path):
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["weights"] == "random-init" and 0 <= r["mean"] <= 1
     assert r["seeds"] == [42, 43, 44] and "per seed" in r["init"]
+    both = subprocess.run([sys.executable, "-m", "audio_repr.cli", "evaluate", str(csv), "--model", "byola-v1-512",
+                           "--random-init", "--weights", "w.pth", "-q"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert both.returncode == 1 and "exclude each other" in both.stderr
 
 
 def test_plots(tmp_path):
