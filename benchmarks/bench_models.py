@@ -2,9 +2,11 @@
 
 For each model: seconds of audio embedded per second on 10 s clips at batch sizes 1 and 32 (float32
 and, when asked, bfloat16), the front end's share of the time, the same-run ratio against a peer
-(for BYOL-A and MSM-MAE: a straightforward per-clip loop over our own modules, the way the original
-runtimes work: front end, normalisation and network one clip at a time), and the peak RSS growth
-while embedding one long file (10 and 60 minutes) in a fresh process.
+(VGGish: torchvggish's pipeline; AST: the transformers feature extractor + ASTModel, both one clip
+at a time with the same weights; BYOL-A and MSM-MAE: a straightforward per-clip loop over our own
+modules, the way the original runtimes work: front end, normalisation and network one clip at a
+time), and the peak RSS growth while embedding one long WAV file by its path (10 and 60 minutes; at
+the model's rate, mono, unless --memory-sr / --memory-channels say otherwise) in a fresh process.
 
     python benchmarks/bench_models.py --models byola-v1-512 byola-v2-2048 --clips 32 \
         --json benchmarks/results.json --markdown docs/benchmarks.md
@@ -62,6 +64,74 @@ def per_clip_loop(enc, clips):
             (out.mean(1) + out.amax(1)).float().cpu()
 
 
+def torchvggish_peer(enc, clips, device):
+    """torchvggish's own pipeline, one clip at a time (numpy front end + its VGG), same weights."""
+    from torchvggish import vggish_input
+    from torchvggish.torchvggish import VGG, make_layers
+
+    tv = VGG(make_layers(), postprocess=False).eval()
+    tv.load_state_dict(enc.network.state_dict())
+    tv.to(device)
+    np_clips = [c.cpu().double().numpy() for c in clips]
+
+    def run():
+        with torch.inference_mode():
+            for c in np_clips:
+                tv(vggish_input.waveform_to_examples(c, enc.sample_rate).to(device)).cpu()
+    return run
+
+
+def transformers_ast_peer(hf, clips, device):
+    """The transformers pipeline, one clip at a time: ASTFeatureExtractor (numpy) + ASTModel's pooler."""
+    from transformers import ASTFeatureExtractor
+
+    fe = ASTFeatureExtractor()
+    np_clips = [c.cpu().numpy() for c in clips]
+
+    def run():
+        with torch.inference_mode():
+            for c in np_clips:
+                hf(**fe(c, sampling_rate=16000, return_tensors="pt").to(device)).pooler_output.cpu()
+    return run
+
+
+def load_with_peer(name, device, dtype=None):
+    """(our encoder, peer description, peer callable factory). VGGish and AST are compared with their
+    reference pipelines (same weights on both sides); BYOL-A and MSM-MAE with a per-clip loop of our
+    own modules, the way the original runtimes work."""
+    family = audio_repr.get_card(name).family
+    if family == "ast":
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            import tempfile
+
+            from transformers import ASTConfig, ASTModel
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            card = audio_repr.get_card(name)
+            torch.manual_seed(0)
+            hf = ASTModel(ASTConfig(frequency_stride=card.arch["fstride"], time_stride=card.arch["tstride"],
+                                    max_length=card.arch["max_frames"])).eval()
+            with tempfile.TemporaryDirectory() as d:
+                hf.save_pretrained(d)
+                enc = audio_repr.load(name, weights=d, device=device, dtype=dtype)
+            hf.to(device)
+            return enc, "transformers pipeline, per clip", lambda clips: transformers_ast_peer(hf, clips, device)
+    enc = audio_repr.load(name, pretrained=False, device=device, dtype=dtype)
+    if family == "vggish":
+        try:
+            import torchvggish  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            return enc, "torchvggish, per clip", lambda clips: torchvggish_peer(enc, clips, device)
+    return enc, "per-clip loop of our modules", lambda clips: (lambda: per_clip_loop(enc, clips))
+
+
 def frontend_only(enc, clips):
     with torch.inference_mode():
         for i in range(0, len(clips), 32):
@@ -75,43 +145,65 @@ sys.path.insert(0, {root!r})
 import audio_repr
 torch.set_num_threads({threads})
 enc = audio_repr.load({name!r}, pretrained=False)
-sr = enc.sample_rate
-x = 0.1 * torch.randn(int(sr * 60 * {minutes}))
-enc.embed(x[: sr * 2], sr=sr)
+enc.embed(torch.randn(enc.sample_rate * 2), sr=enc.sample_rate)      # warm-up
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-e = enc.embed(x, sr=sr, batch_size=8)
+e = enc.embed({path!r}, batch_size=8)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, e.frames.shape[0])
 """
 
 
-def peak_memory_mb(name, minutes, threads):
-    out = subprocess.run([sys.executable, "-c", MEM_SCRIPT.format(root=str(ROOT), name=name, minutes=minutes,
-                                                                  threads=threads)],
-                         capture_output=True, text=True, timeout=3600)
+def write_long_file(path, minutes, sr, channels=1):
+    """A WAV of ``minutes`` of noise (16-bit PCM), written in blocks."""
+    import numpy as np
+    import soundfile as sf
+
+    g = np.random.default_rng(0)
+    with sf.SoundFile(str(path), "w", samplerate=sr, channels=channels, subtype="PCM_16") as f:
+        left = int(minutes * 60 * sr)
+        while left:
+            n = min(left, sr * 60)
+            f.write((0.1 * g.standard_normal((n, channels))).astype("float32"))
+            left -= n
+    return path
+
+
+def peak_memory_mb(name, minutes, threads, sr=None, channels=1):
+    """Peak RSS growth of a fresh process embedding a ``minutes``-long WAV file by its path (reading,
+    downmix, resampling, front end, network, output), past a warm-up on 2 s."""
+    import tempfile
+
+    sr = sr or audio_repr.get_card(name).sample_rate
+    with tempfile.TemporaryDirectory() as d:
+        path = write_long_file(Path(d) / "long.wav", minutes, sr, channels)
+        out = subprocess.run([sys.executable, "-c", MEM_SCRIPT.format(root=str(ROOT), name=name, path=str(path),
+                                                                      threads=threads)],
+                             capture_output=True, text=True, timeout=3600)
     if out.returncode:
+        print(out.stderr[-2000:], file=sys.stderr)
         return None
     return float(out.stdout.split()[0])
 
 
 def bench_model(name, args):
     rows = []
-    enc = audio_repr.load(name, pretrained=False, device=args.device)
+    enc, peer_name, make_peer = load_with_peer(name, args.device)
     sr = enc.sample_rate
     g = torch.Generator().manual_seed(0)
     clips = [(0.1 * torch.randn(int(sr * args.seconds), generator=g)).to(args.device) for _ in range(args.clips)]
     audio_s = args.clips * args.seconds
-    t_peer = timeit(lambda: per_clip_loop(enc, clips), args.device, args.repeat)
+    t_peer = timeit(make_peer(clips), args.device, args.repeat)
     t_fe = timeit(lambda: frontend_only(enc, clips), args.device, args.repeat)
     for dtype in args.dtypes:
-        e = audio_repr.load(name, pretrained=False, device=args.device, dtype=getattr(torch, dtype))
+        e = enc if dtype == "float32" else load_with_peer(name, args.device, getattr(torch, dtype))[0]
         for bs in args.batch_sizes:
             t = timeit(lambda: e.embed(clips, sr=sr, batch_size=bs), args.device, args.repeat)
             rows.append({"model": name, "device": args.device, "dtype": dtype, "batch_size": bs,
                          "audio_s_per_s": audio_s / t, "seconds": t,
                          "frontend_share": t_fe / t if dtype == "float32" else None,
-                         "peer": "per-clip loop of our modules", "peer_audio_s_per_s": audio_s / t_peer,
+                         "peer": peer_name, "peer_audio_s_per_s": audio_s / t_peer,
                          "ratio_vs_peer": t_peer / t})
-    mem = {m: peak_memory_mb(name, m, torch.get_num_threads()) for m in args.memory_minutes}
+    mem = {m: peak_memory_mb(name, m, torch.get_num_threads(), args.memory_sr, args.memory_channels)
+           for m in args.memory_minutes}
     for r in rows:
         r["peak_rss_growth_mb"] = {f"{m} min": v for m, v in mem.items()}
     return rows
@@ -143,10 +235,25 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--memory-minutes", nargs="*", type=float, default=[10, 60])
+    p.add_argument("--memory-sr", type=int, default=None, help="sample rate of the long file (default: the model's)")
+    p.add_argument("--memory-channels", type=int, default=1, help="channels of the long file (default 1)")
     p.add_argument("--json", default=None)
     p.add_argument("--markdown", default=None, help="append the table to this file (docs/benchmarks.md)")
+    p.add_argument("--memory-only", action="store_true", help="only the long-file memory measurement")
     args = p.parse_args(argv)
     results = []
+    if args.memory_only:
+        for name in args.models:
+            mem = {f"{m} min": peak_memory_mb(name, m, torch.get_num_threads(), args.memory_sr, args.memory_channels)
+                   for m in args.memory_minutes}
+            row = {"model": name, "file": f"{args.memory_sr or audio_repr.get_card(name).sample_rate} Hz, "
+                   f"{args.memory_channels} channel(s), 16-bit WAV", "peak_rss_growth_mb": mem}
+            print(json.dumps(row))
+            results.append(row)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"command": "python " + " ".join(
+                [os.path.relpath(__file__, ROOT)] + (argv or sys.argv[1:])), "results": results}, indent=2))
+        return 0
     for name in args.models:
         rows = bench_model(name, args)
         for r in rows:
