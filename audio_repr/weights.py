@@ -183,13 +183,22 @@ def download(model: str, *, force: bool = False) -> Path:
     return dest
 
 
+def _publish(tmp: str, dest: Path) -> None:
+    """Rename a verified temporary file into place with ordinary permissions (the umask's, as any
+    file the user writes; ``mkstemp`` creates it readable by its owner only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, dest)
+
+
 def _atomic_copy_verified(src: Path, dest: Path, entry: Dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
         _check_file(Path(tmp), entry)
-        os.replace(tmp, dest)
+        _publish(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -224,7 +233,7 @@ def fetch_url(url: str, dest: Path, *, sha256: Optional[str], size: Optional[int
                                     f"{sha256_prefix}; nothing was kept")
         if not sha256:
             log.warning("%s: no full SHA-256 pinned in the manifest; downloaded file has %s", dest.name, digest)
-        os.replace(tmp, dest)
+        _publish(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -182,5 +182,8 @@ def test_download_copies_from_the_mirror_verified(tmp_path, monkeypatch, ckpt_by
     src.write_bytes(ckpt_bytes)
     got = W.download("byola-v1-512")
     assert got == W.cache_dir() / fake_manifest["filename"] and got.read_bytes() == ckpt_bytes
+    umask = os.umask(0)
+    os.umask(umask)
+    assert got.stat().st_mode & 0o777 == 0o666 & ~umask          # not mkstemp's owner-only 0600
     src.unlink()
     assert W.resolve("byola-v1-512") == got                   # the cache now serves it without the mirror
