@@ -63,3 +63,21 @@ def chirp(seconds, sr=16000, f0=100.0, f1=6000.0, amp=0.5):
     t = np.arange(int(seconds * sr)) / sr
     k = (f1 - f0) / seconds
     return (amp * np.sin(2 * np.pi * (f0 * t + 0.5 * k * t * t))).astype(np.float32)
+
+
+def peak_rss_growth_mb(prepare: str, measure: str, check: str, cwd) -> int:
+    """Run ``prepare`` then ``measure`` then ``check`` (Python source lines) in a fresh interpreter
+    with 2 torch threads; returns how much ``measure`` grew the process's peak RSS, in MB."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = "\n".join([
+        "import resource, torch, audio_repr", "torch.set_num_threads(2)", textwrap.dedent(prepare),
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss", textwrap.dedent(measure),
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss", textwrap.dedent(check),
+        "print((peak - base) // 1024)"])
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.strip().splitlines()[-1])

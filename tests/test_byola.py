@@ -1,15 +1,10 @@
-import os
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 import torch
 
 import audio_repr
 from audio_repr.frontends import LogMelSpectrogram
-from conftest import AUDIO, ROOT, chirp, cosine, noise, rel_err
+from conftest import AUDIO, chirp, cosine, noise, peak_rss_growth_mb, rel_err
 from reference_byola import OriginalV1, OriginalV2, randomise
 
 V1_MEAN, V1_STD = -5.4919195, 5.0389895
@@ -189,20 +184,11 @@ def test_golden_from_original_files(d512_weights, golden, shared_audio):
 def test_ten_minutes_in_bounded_memory(tmp_path):
     """10 minutes of audio through byola-v1-512: peak RSS stays far below what one whole-file pass
     needs (the first conv block alone would hold 64 x 64 x 60000 floats = 1 GB, several times over)."""
-    script = textwrap.dedent("""
-        import resource, sys, torch, audio_repr
-        torch.set_num_threads(2)
-        enc = audio_repr.load("byola-v1-512", pretrained=False)
-        x = 0.1 * torch.randn(16000 * 600)
-        enc.embed(x[:16000], sr=16000)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        e = enc.embed(x, sr=16000, batch_size=4)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        assert e.frames.shape == (60001 // 8, 512), e.frames.shape
-        print((peak - base) // 1024)
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
-    assert out.returncode == 0, out.stderr
-    grew_mb = int(out.stdout.strip().splitlines()[-1])
+    grew_mb = peak_rss_growth_mb(
+        prepare="""
+            enc = audio_repr.load("byola-v1-512", pretrained=False)
+            x = 0.1 * torch.randn(16000 * 600)
+            enc.embed(x[:16000], sr=16000)""",
+        measure="e = enc.embed(x, sr=16000, batch_size=4)",
+        check="assert e.frames.shape == (60001 // 8, 512), e.frames.shape", cwd=tmp_path)
     assert grew_mb < 700, f"embedding 10 minutes grew the peak RSS by {grew_mb} MB"

@@ -386,32 +386,19 @@ def test_long_stereo_file_in_bounded_memory(tmp_path):
     """10 minutes of 44.1 kHz stereo through VGGish by its path (block reading, downmix, kaiser_best
     resampling, front end, network): the peak RSS grows by about 0.4 GB, not by the interleaved float
     copies and float64 temporaries of a whole-file pass (1.23 GB here before reading went by blocks)."""
-    import subprocess
-    import sys
-    import textwrap
-
     import soundfile as sf
 
-    from conftest import ROOT
+    from conftest import peak_rss_growth_mb
 
     path = tmp_path / "long.wav"
     g = np.random.default_rng(0)
     with sf.SoundFile(str(path), "w", samplerate=44100, channels=2, subtype="PCM_16") as f:
         for _ in range(10):
             f.write((0.1 * g.standard_normal((44100 * 60, 2))).astype(np.float32))
-    script = textwrap.dedent(f"""
-        import resource, torch, audio_repr
-        torch.set_num_threads(2)
-        enc = audio_repr.load("vggish", pretrained=False)
-        enc.embed(torch.randn(44100), sr=44100)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        e = enc.embed({str(path)!r}, batch_size=8)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        assert e.frames.shape == (624, 128), e.frames.shape
-        print((peak - base) // 1024)
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
-    assert out.returncode == 0, out.stderr
-    grew_mb = int(out.stdout.strip().splitlines()[-1])
+    grew_mb = peak_rss_growth_mb(
+        prepare="""
+            enc = audio_repr.load("vggish", pretrained=False)
+            enc.embed(torch.randn(44100), sr=44100)""",
+        measure=f"e = enc.embed({str(path)!r}, batch_size=8)",
+        check="assert e.frames.shape == (624, 128), e.frames.shape", cwd=tmp_path)
     assert grew_mb < 800, f"embedding a 10-minute 44.1 kHz stereo file grew the peak RSS by {grew_mb} MB"
