@@ -178,6 +178,16 @@ def resampled_length(n: int, orig_sr: int, new_sr: int) -> int:
     return math.ceil(new * n / orig)
 
 
+def _zero_padded_slice(x: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Samples ``lo..hi-1`` of rows ``x [B, N]`` with zeros outside ``0..N-1`` (``lo`` may be negative):
+    a block of the zero-padded signal without the padded copy of the whole signal."""
+    n = x.shape[-1]
+    seg = x[:, max(lo, 0): min(hi, n)]
+    if lo < 0 or hi > n:
+        seg = F.pad(seg, (max(0, -lo), max(0, hi - max(n, lo))))
+    return seg
+
+
 def resample_batch(wavs: torch.Tensor, orig_sr: int, new_sr: int, *, lowpass_filter_width: int = 6,
                    rolloff: float = 0.99, block: int = 8192) -> torch.Tensor:
     """Resample ``[..., N]`` from ``orig_sr`` to ``new_sr``; returns ``[..., ceil(N * new / orig)]``.
@@ -203,9 +213,7 @@ def resample_batch(wavs: torch.Tensor, orig_sr: int, new_sr: int, *, lowpass_fil
     for p0 in range(0, n_pos, block):
         p1 = min(n_pos, p0 + block)
         lo, hi = p0 * orig - width, (p1 - 1) * orig + ksize - width      # in unpadded samples
-        seg = x[:, max(lo, 0): min(hi, n)]
-        if lo < 0 or hi > n:
-            seg = F.pad(seg, (max(0, -lo), max(0, hi - n)))
+        seg = _zero_padded_slice(x, lo, hi)
         out = F.conv1d(seg[:, None], kernel, stride=orig)        # [B, new, p1 - p0]
         out = out.transpose(1, 2).reshape(x.shape[0], -1)
         o0 = p0 * new
@@ -385,9 +393,7 @@ def resample_kaiser_best(wavs: torch.Tensor, orig_sr: int, new_sr: int, *, block
     for k0 in range(0, n_pos, step):
         k1 = min(n_pos, k0 + step)
         lo, hi = k0 * p - left, (k1 - 1) * p + W - left       # in signal samples
-        seg = x[:, max(lo, 0): min(hi, N)].to(dtype)
-        if lo < 0 or hi > N:
-            seg = F.pad(seg, (max(0, -lo), max(0, hi - N)))
+        seg = _zero_padded_slice(x, lo, hi).to(dtype)
         out = F.conv1d(seg[:, None], kernel, stride=p).transpose(1, 2).reshape(x.shape[0], -1)  # [B, q*(k1-k0)]
         take = min(out.shape[-1], n_out - k0 * q)
         y[:, k0 * q: k0 * q + take] = out[:, :take].to(out_dtype)

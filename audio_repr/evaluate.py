@@ -197,12 +197,12 @@ def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Opt
     """
     files, labels, groups, kind = read_dataset(csv_path, fold_column)
     per_seed_encoder = not isinstance(encoder, nn.Module)
+    calib_rows = [f for f, g in zip(files, groups or [None] * len(files))
+                  if kind != "split" or str(g).lower() == "train"] if calibrate else []
 
     def features(enc) -> np.ndarray:
         if calibrate:
-            rows = [f for f, g in zip(files, groups or [None] * len(files))
-                    if kind != "split" or str(g).lower() == "train"]
-            enc.calibrate(_load_units(enc, rows, unit_sec) if unit_sec else [str(f) for f in rows],
+            enc.calibrate(_load_units(enc, calib_rows, unit_sec) if unit_sec else [str(f) for f in calib_rows],
                           sr=enc.sample_rate if unit_sec else None)
         return embed_dataset(enc, files, layers=layers, batch_size=batch_size, cache=cache, progress=progress,
                              unit_sec=unit_sec)
