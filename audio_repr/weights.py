@@ -11,12 +11,22 @@ Resolution order for a model's weights (first hit wins):
 Downloads go to a temporary file in the cache folder and are renamed into place only after
 their SHA-256 (and size) match the manifest (where only the 8-digit prefix that torchvggish's
 file names carry is known, that prefix, as torch.hub checks it); nothing half-written is ever left
-under the final name. ``download()`` (``audio-repr download``) copies from the mirror when the file
-is there, verified the same way. Checkpoints are read with ``torch.load(weights_only=True)`` (or safetensors).
+under the final name, and a failed download removes the folders it created (when still empty).
+``download()`` (``audio-repr download``) copies from the mirror when the file is there, verified the
+same way, and replaces a cached file that fails verification. A failed download says why in one line,
+then where to get the file and where to put it, as the offline error does.
+
+The cache is verified, not trusted: a cached file whose size or hash the manifest pins is checked
+when resolved (``resolve``, ``cache_status``): its size every time, its SHA-256 once, remembered in a
+hidden record beside it (``.NAME.sha256.json``, replaced atomically, valid while the file's path,
+size, mtime_ns, ctime_ns and inode are unchanged). A file that fails raises ``HashMismatchError``
+naming it and the fix (``audio-repr download NAME --force``, or delete it). Mirror files are hashed
+on every use. Checkpoints are read with ``torch.load(weights_only=True)`` (or safetensors).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,14 +37,14 @@ import tempfile
 import urllib.request
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
 log = logging.getLogger("audio_repr")
 
-__all__ = ["manifest", "manifest_entry", "cache_dir", "resolve", "download", "load_checkpoint",
-           "sha256_file", "WeightsError", "WeightsNotFoundError", "HashMismatchError"]
+__all__ = ["manifest", "manifest_entry", "cache_dir", "resolve", "download", "cache_status", "cached_ok",
+           "load_checkpoint", "sha256_file", "WeightsError", "WeightsNotFoundError", "HashMismatchError"]
 
 
 class WeightsError(RuntimeError):
@@ -88,29 +98,151 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _digest_problem(got: str, entry: Dict[str, Any]) -> Optional[str]:
+    """What is wrong with a file of SHA-256 ``got`` for ``entry``; None when it matches the manifest."""
+    digest, prefix = entry.get("sha256"), entry.get("sha256_prefix")
+    if digest and got != digest:
+        return f"SHA-256 {got} does not match the manifest's {digest} for {entry['filename']}"
+    if prefix and not got.startswith(prefix):
+        return (f"SHA-256 {got} does not start with {prefix}, the prefix the official file name "
+                f"{entry['filename']} carries")
+    return None
+
+
 def _check_file(path: Path, entry: Dict[str, Any]) -> None:
-    size, digest = entry.get("size"), entry.get("sha256")
+    size = entry.get("size")
     if size is not None and path.stat().st_size != size:
         raise HashMismatchError(f"{path}: size {path.stat().st_size} bytes, expected {size} for {entry['filename']}")
-    prefix = entry.get("sha256_prefix")
-    if digest or prefix:
+    if entry.get("sha256") or entry.get("sha256_prefix"):
+        problem = _digest_problem(sha256_file(path), entry)
+        if problem:
+            raise HashMismatchError(f"{path}: {problem}")
+
+
+# --- the cache: verified once, remembered ----------------------------------------------------------------------
+
+def _pinned(entry: Dict[str, Any]) -> bool:
+    return any(entry.get(k) is not None for k in ("size", "sha256", "sha256_prefix"))
+
+
+def _record_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.sha256.json"
+
+
+def _stat_key(path: Path, st: os.stat_result) -> Dict[str, Any]:
+    """What identifies one version of a file: a rewrite changes ctime (which no tool sets back) even
+    when size and mtime are restored; a replacement changes the inode."""
+    return {"path": os.path.realpath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
+
+
+def _recorded_sha256(path: Path, st: os.stat_result) -> Optional[str]:
+    try:
+        with open(_record_path(path), encoding="utf-8") as f:
+            rec = json.load(f)
+        if isinstance(rec, dict) and rec.get("file") == _stat_key(path, st) and isinstance(rec.get("sha256"), str):
+            return rec["sha256"]
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _remember_sha256(path: Path, st: os.stat_result, digest: str) -> None:
+    """Write the record through a temporary file renamed into place (concurrent writers each write a
+    whole, equivalent record; readers never see half of one). A read-only cache just goes unrecorded."""
+    record = _record_path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=record.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"file": _stat_key(path, st), "sha256": digest}, f)
+        _publish(tmp, record)
+    except OSError:
+        pass
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _cached_problem(path: Path, entry: Dict[str, Any]) -> Optional[str]:
+    """What is wrong with the cached ``path`` for ``entry`` (None: it matches all that the manifest pins).
+    The size is checked every time, the SHA-256 once per version of the file (see the module docstring)."""
+    st = path.stat()
+    size = entry.get("size")
+    if size is not None and st.st_size != size:
+        return f"size {st.st_size} bytes, expected {size}"
+    if not (entry.get("sha256") or entry.get("sha256_prefix")):
+        return None
+    got = _recorded_sha256(path, st)
+    if got is None:
         got = sha256_file(path)
-        if digest and got != digest:
-            raise HashMismatchError(f"{path}: SHA-256 {got} does not match the manifest's {digest} "
-                                    f"for {entry['filename']}")
-        if prefix and not got.startswith(prefix):
-            raise HashMismatchError(f"{path}: SHA-256 {got} does not start with {prefix}, the prefix the "
-                                    f"official file name {entry['filename']} carries")
+        problem = _digest_problem(got, entry)
+        after = path.stat()
+        if problem is None and _stat_key(path, after) == _stat_key(path, st):  # unchanged while hashed
+            _remember_sha256(path, st, got)
+        return problem
+    return _digest_problem(got, entry)
+
+
+def _corrupt_message(model: str, path: Path, problem: str) -> str:
+    return (f"the cached file at {path} is corrupt or incomplete ({problem}). Run "
+            f"`audio-repr download {model} --force` (Python: audio_repr.weights.download({model!r}, force=True)) "
+            f"to fetch it again, or delete it.")
+
+
+def cache_status(model: str) -> str:
+    """The state of ``model``'s file in the cache: ``"absent"``; ``"verified"`` (it matches the size and
+    hash the manifest pins; hashed once per version of the file, then remembered); ``"unpinned"`` (present,
+    and the manifest pins nothing to check it against); ``"corrupt"`` (it fails the check)."""
+    entry = manifest_entry(model)
+    path = cache_dir() / entry["filename"]
+    if not path.is_file():
+        return "absent"
+    if not _pinned(entry):
+        return "unpinned"
+    return "corrupt" if _cached_problem(path, entry) else "verified"
+
+
+def cached_ok(model: str) -> bool:
+    """True when the cache holds a usable file for ``model`` (``cache_status`` is verified or unpinned)."""
+    return cache_status(model) in ("verified", "unpinned")
+
+
+# --- where to get the files ---------------------------------------------------------------------------------------
+
+def _source_url(entry: Dict[str, Any]) -> str:
+    return entry.get("url") or (f"https://huggingface.co/{entry['hf_repo']}/resolve/main/{entry['hf_filename']}"
+                                if entry.get("hf_repo") else "(no public source)")
+
+
+def _guidance(entry: Dict[str, Any]) -> str:
+    return (f"Get {entry['filename']} from\n  {_source_url(entry)}\n"
+            f"and either pass it with --weights PATH (command line) or weights='path/to/{entry['filename']}' (Python), "
+            f"put it in the cache folder {cache_dir()} (AUDIO_REPR_CACHE), or in a mirror folder named by "
+            f"AUDIO_REPR_MIRROR. Licence: {entry.get('licence', 'see the source')}")
 
 
 def _where_to_put(model: str, entry: Dict[str, Any]) -> str:
-    src = entry.get("url") or (f"https://huggingface.co/{entry['hf_repo']}/resolve/main/{entry['hf_filename']}"
-                                if entry.get("hf_repo") else "(no public source)")
-    return (f"weights for {model!r} ({entry['filename']}) were not found. Get them from\n  {src}\n"
-            f"and either pass weights='path/to/{entry['filename']}', put the file in the cache folder "
-            f"{cache_dir()} (AUDIO_REPR_CACHE), or in a mirror folder named by AUDIO_REPR_MIRROR. "
-            f"Licence: {entry.get('licence', 'see the source')}")
+    return f"weights for {model!r} ({entry['filename']}) were not found.\n" + _guidance(entry)
 
+
+def _reason(e: BaseException) -> str:
+    """One line: the exception and, where they add something, its causes (huggingface_hub's own message
+    is generic; the 404 or the refused connection is in its cause)."""
+    parts: List[str] = []
+    seen = set()
+    while e is not None and id(e) not in seen and len(parts) < 4:
+        seen.add(id(e))
+        text = " ".join(str(e).split())
+        if not parts or (text and text not in " ".join(parts)):
+            parts.append(f"{type(e).__name__}: {text}" if text else type(e).__name__)
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+    return "; caused by ".join(parts)
+
+
+# --- resolution and downloads ---------------------------------------------------------------------------------------
 
 def resolve(model: str, weights: Optional[os.PathLike | str] = None, *, download_missing: bool = True) -> Path:
     """Find (or fetch) the weights file of ``model`` following the resolution order above."""
@@ -128,6 +260,9 @@ def resolve(model: str, weights: Optional[os.PathLike | str] = None, *, download
     entry = manifest_entry(model)
     cached = cache_dir() / entry["filename"]
     if cached.is_file():
+        problem = _cached_problem(cached, entry)
+        if problem:
+            raise HashMismatchError(_corrupt_message(model, cached, problem))
         return cached
     found = _mirror_file(model, entry)
     if found is not None:
@@ -150,19 +285,27 @@ def _mirror_file(model: str, entry: Dict[str, Any]) -> Optional[Path]:
 
 def download(model: str, *, force: bool = False) -> Path:
     """Fetch ``model``'s weights into the cache, verified; returns the cached path.
-    A copy in the mirror folder (``AUDIO_REPR_MIRROR``) is used before the network."""
+    A copy in the mirror folder (``AUDIO_REPR_MIRROR``) is used before the network. A cached file is
+    returned as it is only when it passes verification; one that fails is replaced."""
     entry = manifest_entry(model)
     dest = cache_dir() / entry["filename"]
+    note = ""
     if dest.is_file() and not force:
-        return dest
+        problem = _cached_problem(dest, entry)
+        if not problem:
+            return dest
+        note = f"the cached file at {dest} is corrupt or incomplete ({problem})"
+        print(f"audio-repr: {model}: {note}; replacing it", file=sys.stderr)
+        note += "\n"
     found = _mirror_file(model, entry)
     if found is not None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
         _atomic_copy_verified(found, dest, entry)
         return dest
     if is_offline():
-        raise WeightsNotFoundError(_where_to_put(model, entry) + "\n(offline mode is on)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+        raise WeightsNotFoundError(note + _where_to_put(model, entry) + "\n(offline mode is on)")
+    url = entry.get("url")
+    if not url and not entry.get("hf_repo"):
+        raise WeightsNotFoundError(note + _where_to_put(model, entry))
     if entry.get("licence"):
         print(f"audio-repr: {model}: downloading {entry['filename']} under the licence: {entry['licence']}",
               file=sys.stderr)
@@ -172,14 +315,16 @@ def download(model: str, *, force: bool = False) -> Path:
 
             got = Path(hf_hub_download(entry["hf_repo"], entry["hf_filename"], revision=entry.get("revision")))
         except Exception as e:
-            raise WeightsNotFoundError(_where_to_put(model, entry) + f"\n(download failed: {e})") from e
+            raise WeightsNotFoundError(
+                f"could not download {model!r} ({entry['hf_repo']}/{entry['hf_filename']}) from the Hugging Face "
+                f"Hub: {_reason(e)}\n{note}{_guidance(entry)}") from e
         _atomic_copy_verified(got, dest, entry)
         return dest
-    url = entry.get("url")
-    if not url:
-        raise WeightsNotFoundError(_where_to_put(model, entry))
-    fetch_url(url, dest, sha256=entry.get("sha256"), size=entry.get("size"), what=f"{model!r}",
-              sha256_prefix=entry.get("sha256_prefix"))
+    try:
+        fetch_url(url, dest, sha256=entry.get("sha256"), size=entry.get("size"), what=f"{model!r}",
+                  sha256_prefix=entry.get("sha256_prefix"))
+    except WeightsNotFoundError as e:  # the network failed (a bad download is a HashMismatchError)
+        raise WeightsNotFoundError(f"{e}\n{note}{_guidance(entry)}") from e
     return dest
 
 
@@ -192,28 +337,84 @@ def _publish(tmp: str, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def _atomic_copy_verified(src: Path, dest: Path, entry: Dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    os.close(fd)
+def _make_dirs(folder: Path) -> List[Path]:
+    """``mkdir -p folder``; returns the folders this call created itself, outermost first."""
+    missing = []
+    p = Path(os.path.abspath(folder))
+    while not p.is_dir() and p.parent != p:
+        missing.append(p)
+        p = p.parent
+    created: List[Path] = []
     try:
-        shutil.copyfile(src, tmp)
-        _check_file(Path(tmp), entry)
-        _publish(tmp, dest)
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+                created.append(d)
+            except FileExistsError:  # another process made it meanwhile: it is not ours to remove
+                if not d.is_dir():
+                    raise
+    except BaseException:
+        _remove_empty(created)
+        raise
+    return created
+
+
+def _remove_empty(created: List[Path]) -> None:
+    """Remove the folders a failed call created, innermost first, each only if empty."""
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty: someone else is using it (and so its parents)
+            break
+
+
+@contextlib.contextmanager
+def _temp_beside(dest: Path) -> Iterator[Tuple[int, str]]:
+    """An open temporary file (fd, path) in ``dest``'s folder, which is created when missing. The temporary
+    file never outlives the block; when the block fails, the folders created here are removed again (if empty)."""
+    created: List[Path] = []
+    try:
+        for attempt in range(3):
+            created += _make_dirs(dest.parent)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+                break
+            except FileNotFoundError:  # a failing process removed the folder it had just made: make it again
+                if attempt == 2:
+                    raise
+    except BaseException:
+        _remove_empty(created)
+        raise
+    ok = False
+    try:
+        yield fd, tmp
+        ok = True
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if not ok:
+            _remove_empty(created)
+
+
+def _atomic_copy_verified(src: Path, dest: Path, entry: Dict[str, Any]) -> None:
+    with _temp_beside(dest) as (fd, tmp):
+        os.close(fd)
+        shutil.copyfile(src, tmp)
+        _check_file(Path(tmp), entry)
+        _publish(tmp, dest)
 
 
 def fetch_url(url: str, dest: Path, *, sha256: Optional[str], size: Optional[int] = None, what: str = "",
               timeout: float = 60.0, sha256_prefix: Optional[str] = None) -> Path:
     """Download ``url`` to ``dest`` through a temporary file, renamed only when the hash matches
-    (``sha256``, else at least ``sha256_prefix``, as torch.hub checks the digits in hub file names)."""
+    (``sha256``, else at least ``sha256_prefix``, as torch.hub checks the digits in hub file names).
+    On failure nothing is kept, not even the folders created for ``dest``."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     h = hashlib.sha256()
     n = 0
-    try:
+    with _temp_beside(dest) as (fd, tmp):
         with os.fdopen(fd, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -222,7 +423,7 @@ def fetch_url(url: str, dest: Path, *, sha256: Optional[str], size: Optional[int
                         h.update(block)
                         n += len(block)
             except OSError as e:  # URLError, HTTPError, timeouts
-                raise WeightsNotFoundError(f"could not download {what or dest.name} from {url}: {e}") from e
+                raise WeightsNotFoundError(f"could not download {what or dest.name} from {url}: {_reason(e)}") from e
         if size is not None and n != size:
             raise HashMismatchError(f"download of {url} gave {n} bytes, expected {size}; nothing was kept")
         digest = h.hexdigest()
@@ -234,9 +435,6 @@ def fetch_url(url: str, dest: Path, *, sha256: Optional[str], size: Optional[int
         if not sha256:
             log.warning("%s: no full SHA-256 pinned in the manifest; downloaded file has %s", dest.name, digest)
         _publish(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 
