@@ -8,7 +8,14 @@ authors' evaluation package):
 * the mean over seeds 42, 43, 44;
 * a dataset with folds is evaluated leave-one-fold-out, 10 % of the training folds held out for
   validation; a dataset with a ``split`` column uses its ``train``/``valid``/``test`` (10 % of train
-  for validation when there is no ``valid``).
+  for validation when there is no ``valid``). The holdout is stratified by class (10 % of each class's
+  training rows, at least one), drawn afresh for every seed;
+* the result reports the spread over seeds (standard deviation) next to each mean.
+
+Small data is not evaluated silently: a class with a single training row where validation rows must be
+held out from the training rows is refused (``ValueError``), and a :class:`SmallDataWarning` is issued
+when some class has fewer than ``MIN_TRAIN_PER_CLASS`` training rows (after the holdout) or when test
+rows belong to a class with no training rows.
 
 The dataset is a CSV with ``file,label`` and optionally ``fold`` or ``split`` (other columns are
 ignored); files are relative to the CSV's folder.
@@ -19,7 +26,9 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
+import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -28,9 +37,16 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["read_dataset", "embed_dataset", "linear_probe", "evaluate", "EvalResult"]
+__all__ = ["read_dataset", "embed_dataset", "linear_probe", "evaluate", "EvalResult", "SmallDataWarning",
+           "MIN_TRAIN_PER_CLASS"]
 
 SEEDS = (42, 43, 44)
+VALID_FRACTION = 0.1       # of each class's training rows held out for validation when there is no valid split
+MIN_TRAIN_PER_CLASS = 5    # fewer training rows than this in some class (after the holdout): SmallDataWarning
+
+
+class SmallDataWarning(UserWarning):
+    """The dataset is too small (or too unbalanced across folds) for the accuracy to mean much."""
 
 
 @dataclass
@@ -40,17 +56,42 @@ class EvalResult:
     per_seed: Dict[str, List[float]]
     seeds: List[int] = field(default_factory=lambda: list(SEEDS))
     init: Optional[str] = None   # how the network was drawn, when not one fixed set of weights
+    warnings: List[str] = field(default_factory=list)   # the SmallDataWarning messages of the run
 
     @property
     def mean(self) -> float:
         return float(np.mean(list(self.folds.values())))
 
+    @property
+    def folds_std(self) -> Dict[str, float]:
+        """Fold name -> standard deviation of its accuracy over the seeds (numpy's, ddof=0)."""
+        return {k: float(np.std(v)) for k, v in self.per_seed.items()}
+
+    @property
+    def std(self) -> float:
+        """Standard deviation over the seeds of the mean-over-folds accuracy (numpy's, ddof=0)."""
+        return float(np.std(np.mean([self.per_seed[k] for k in self.folds], axis=0)))
+
+    def as_dict(self) -> dict:
+        """Everything the result holds, JSON-ready (plain floats, lists and dicts)."""
+        return {"model": self.model, "init": self.init, "seeds": list(self.seeds), "folds": dict(self.folds),
+                "folds_std": self.folds_std, "per_seed": {k: list(v) for k, v in self.per_seed.items()},
+                "mean": self.mean, "std": self.std, "warnings": list(self.warnings)}
+
+    def to_json(self, indent: Optional[int] = 2, **extra) -> str:
+        """:meth:`as_dict` as JSON text; ``extra`` keys (e.g. how the run was made) follow ``model``."""
+        d = self.as_dict()
+        return json.dumps({"model": d.pop("model"), **extra, **d}, indent=indent)
+
     def report(self) -> str:
         how = f" ({self.init})" if self.init else ""
-        lines = [f"{self.model}: linear probe, mean over seeds {self.seeds}{how}"]
+        std = self.folds_std
+        lines = [f"{self.model}: linear probe, mean ± std over seeds {self.seeds}{how}"]
         for k, v in self.folds.items():
-            lines.append(f"  {k}: {100 * v:.2f}%  (seeds: {', '.join(f'{100 * a:.2f}' for a in self.per_seed[k])})")
-        lines.append(f"  mean accuracy: {100 * self.mean:.2f}%")
+            lines.append(f"  {k}: {100 * v:.2f}% ± {100 * std[k]:.2f}%  "
+                         f"(seeds: {', '.join(f'{100 * a:.2f}' for a in self.per_seed[k])})")
+        lines.append(f"  mean accuracy: {100 * self.mean:.2f}% ± {100 * self.std:.2f}%")
+        lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
 
@@ -175,11 +216,59 @@ def linear_probe(Xtr, ytr, Xva, yva, Xte, yte, *, seed: int = 42, lr: float = 3e
         return (clf(Xte_).argmax(1) == yte_).float().mean().item()
 
 
-def _holdout(idx: np.ndarray, frac: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+def _holdout(idx: np.ndarray, labels: np.ndarray, frac: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Split the rows ``idx`` (with classes ``labels``) into (train, valid), stratified by class: each class
+    with at least 2 rows gives ``frac`` of its rows (rounded, at least 1, never all) to validation.
+    Reproducible for a seed; another seed draws other rows."""
+    idx, labels = np.asarray(idx), np.asarray(labels)
     rng = np.random.default_rng(seed)
-    idx = rng.permutation(idx)
-    n_va = max(1, int(round(len(idx) * frac)))
-    return np.sort(idx[n_va:]), np.sort(idx[:n_va])
+    va = []
+    for c in np.unique(labels):
+        rows = rng.permutation(idx[labels == c])
+        va.append(rows[:_n_valid(len(rows), frac)])
+    va = np.sort(np.concatenate(va)) if va else idx[:0]
+    return np.setdiff1d(idx, va), va
+
+
+def _n_valid(n: int, frac: float) -> int:
+    """How many of a class's ``n`` training rows the stratified holdout takes."""
+    return 0 if n < 2 else min(n - 1, max(1, int(np.floor(n * frac + 0.5))))
+
+
+def _check_splits(splits, y: np.ndarray, classes: Sequence[str]) -> List[str]:
+    """Refuse splits a probe cannot be trained and validated on; -> messages about ones too small to trust."""
+    refused, few, absent = [], [], []
+    for name, tr, va, te in splits:
+        if len(tr) == 0:
+            raise ValueError(f"{name}: no training rows (a dataset needs at least two folds, or 'train' rows)")
+        counts = np.bincount(y[tr], minlength=len(classes))
+        if va is None:
+            single = [f"{classes[c]!r} ({counts[c]})" for c in np.flatnonzero(counts == 1)]
+            if single:
+                refused.append(f"{name}: {', '.join(single)}")
+            counts = counts - np.array([_n_valid(n, VALID_FRACTION) for n in counts])
+        present = counts > 0
+        if present.any() and counts[present].min() < MIN_TRAIN_PER_CLASS:
+            low = [f"{classes[c]!r} ({counts[c]})" for c in np.flatnonzero(present & (counts < MIN_TRAIN_PER_CLASS))]
+            few.append((int(counts[present].min()), f"{name}: {', '.join(low)}"))
+        missing = sorted({classes[c] for c in y[te]} - {classes[c] for c in np.flatnonzero(counts > 0)})
+        if missing:
+            absent.append(f"{name}: {', '.join(map(repr, missing))}")
+    if refused:
+        raise ValueError("too few training rows to train a probe and also hold out validation rows from them: "
+                         "a class needs at least 2 training rows in every fold/split, and these classes have 1 "
+                         "(training rows in brackets): " + "; ".join(refused))
+    messages = []
+    if few:
+        lowest = min(m for m, _ in few)
+        messages.append(f"small data: some class has only {lowest} training rows"
+                        f"{' after the validation holdout' if any(va is None for *_, va, _ in splits) else ''}"
+                        f", fewer than {MIN_TRAIN_PER_CLASS} per class; the accuracy is mostly noise "
+                        f"(training rows per class below {MIN_TRAIN_PER_CLASS}: {'; '.join(t for _, t in few)})")
+    if absent:
+        messages.append("test rows of classes absent from the training rows (they cannot be predicted "
+                        f"right): {'; '.join(absent)}")
+    return messages
 
 
 def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Optional[Path] = None,
@@ -224,6 +313,9 @@ def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Opt
         splits.append(("test", tr, va if len(va) else None, te))
     else:
         raise ValueError("the dataset needs a 'fold' or a 'split' column to define its test data")
+    notes = _check_splits(splits, y, classes)
+    for message in notes:
+        warnings.warn(message, SmallDataWarning, stacklevel=2)
     per_seed: Dict[str, List[float]] = {name: [] for name, *_ in splits}
     X = None if per_seed_encoder else features(encoder)
     name = getattr(encoder, "name", None)
@@ -233,9 +325,9 @@ def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Opt
             name = enc.name
             X = features(enc)
         for fold, tr, va, te in splits:
-            tr_s, va_s = (tr, va) if va is not None else _holdout(tr, 0.1, seed)
+            tr_s, va_s = (tr, va) if va is not None else _holdout(tr, y[tr], VALID_FRACTION, seed)
             per_seed[fold].append(linear_probe(X[tr_s], y[tr_s], X[va_s], y[va_s], X[te], y[te], seed=seed,
                                                **probe_kwargs))
     folds = {k: float(np.mean(v)) for k, v in per_seed.items()}
     return EvalResult(model=name, folds=folds, per_seed=per_seed, seeds=list(seeds),
-                      init="one random initialisation per seed" if per_seed_encoder else None)
+                      init="one random initialisation per seed" if per_seed_encoder else None, warnings=notes)
