@@ -9,11 +9,14 @@ method's definition so the library never needs torchaudio, and it runs batched o
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import struct
 import threading
+import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -22,32 +25,76 @@ import torch.nn.functional as F
 PathLike = Union[str, os.PathLike]
 
 __all__ = ["load_audio", "to_mono_tensor", "resample", "resample_batch", "validate_waveform", "get_resampler",
-           "RESAMPLERS", "AudioError"]
+           "check_sample_rate", "RESAMPLERS", "AudioError", "TruncatedAudioWarning"]
 
 
 class AudioError(ValueError):
-    """Raised for audio that cannot be used: unreadable, empty, not finite, badly shaped."""
+    """Raised for audio that cannot be used: unreadable, empty, not finite, badly shaped, or given with a
+    sample rate that is not a positive whole number of Hz."""
+
+
+class TruncatedAudioWarning(UserWarning):
+    """Warned when a file's audio data ends before the frame count its header declares (a file cut
+    short by an interrupted copy or recording): the frames present are used."""
+
+
+#: What a sample rate may be, as said in the errors.
+_RATES_ACCEPTED = "a positive whole number of Hz (an int, a numpy integer or an integral float such as 16000.0)"
+
+
+def check_sample_rate(sr, what: str = "sample rate") -> int:
+    """``sr`` as an ``int``, or :class:`AudioError` naming ``what`` (e.g. ``"input sample rate"``), the value
+    given and what is accepted. Accepted: ints and numpy integers, and integral floats (``16000.0``), > 0.
+    A 0-d numpy array or tensor counts as the number it holds.
+    Rejected: bools, strings and other non-numbers, fractional, infinite or NaN values, zero and below."""
+    if isinstance(sr, (np.ndarray, torch.Tensor)) and sr.ndim == 0:
+        sr = sr.item()
+    number = isinstance(sr, numbers.Real) and not isinstance(sr, (bool, np.bool_))
+    shown = f"{sr} Hz" if number else repr(sr)
+    if isinstance(sr, (bool, np.bool_)):
+        why = "a bool is not a sample rate"
+    elif not isinstance(sr, numbers.Real):
+        why = f"not a number: a {type(sr).__name__}"
+    elif not isinstance(sr, numbers.Integral) and not (math.isfinite(float(sr)) and float(sr).is_integer()):
+        why = "not a whole number of Hz"
+    elif sr <= 0:
+        why = "not positive"
+    else:
+        return int(sr)
+    raise AudioError(f"{what} {shown} is not accepted ({why}); accepted: {_RATES_ACCEPTED}")
 
 
 def load_audio(path: PathLike, sr: int | None = None, *, mono: bool = True) -> Tuple[torch.Tensor, int]:
     """Read an audio file (WAV, FLAC, OGG, MP3, ... through soundfile).
 
     Integer PCM is scaled to [-1, 1]. With ``mono=True`` channels are averaged.
-    With ``sr`` given, the audio is resampled to it with the default resampler.
+    With ``sr`` given (the target sample rate, a positive whole number of Hz), the audio is resampled
+    to it with the default resampler.
     Returns ``(waveform, sample_rate)``; the waveform is float32, shape ``[N]`` (mono) or
     ``[C, N]``.
+
+    A file whose data ends before the frame count its header declares (WAV, RF64, AIFF header fields;
+    the decoder's count for other formats) is read as far as it goes, with a
+    :class:`TruncatedAudioWarning` naming the file, the frames found and the frames declared.
     """
     import soundfile  # noqa: F401  (a missing dependency is not an unreadable file)
 
+    if sr is not None:
+        sr = check_sample_rate(sr, "target sample rate")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"audio file not found: {path}")
     try:
-        wav, file_sr = _read_blocks(path, mono)
+        wav, file_sr, declared = _read_blocks(path, mono)
     except Exception as e:  # soundfile raises several types (LibsndfileError, RuntimeError, ...)
         raise AudioError(f"cannot read audio file {path}: {e}") from e
     if wav.shape[-1] == 0:
         raise AudioError(f"audio file {path} contains no samples")
+    found = wav.shape[-1]
+    if declared is not None and found < declared:
+        warnings.warn(f"{path}: truncated audio: found {found} frames ({found / file_sr:.2f} s) but its header "
+                      f"declares {declared} frames ({declared / file_sr:.2f} s); using the {found} frames present",
+                      TruncatedAudioWarning, stacklevel=2)
     if sr is not None and sr != file_sr:
         wav = resample(wav, file_sr, sr)
         file_sr = sr
@@ -57,15 +104,21 @@ def load_audio(path: PathLike, sr: int | None = None, *, mono: bool = True) -> T
 READ_BLOCK = 1 << 20   # frames read at a time: a long multichannel file never exists whole as float32 [N, C]
 
 
-def _read_blocks(path: Path, mono: bool) -> Tuple[torch.Tensor, int]:
+def _read_blocks(path: Path, mono: bool) -> Tuple[torch.Tensor, int, Optional[int]]:
     """Read ``path`` block by block into one preallocated float32 tensor ([N] averaged over channels
     when ``mono``, else [C, N]). Peak memory is the result plus one block, not the file's interleaved
-    copy and its transpose as with a whole-file read (for 1 h of 44.1 kHz stereo: 0.6 GB, not 3 GB)."""
+    copy and its transpose as with a whole-file read (for 1 h of 44.1 kHz stereo: 0.6 GB, not 3 GB).
+    Returns ``(waveform, sample_rate, declared frames or None)``: the frame count the file's header
+    declares (``_header_frames``), else the decoder's count (libsndfile clips that to the data present
+    for WAV and AIFF, hence the header's own fields)."""
     import soundfile as sf
 
     with sf.SoundFile(str(path)) as f:
         channels, file_sr = f.channels, f.samplerate
         expected = f.frames if f.frames and f.frames > 0 else 0
+        declared = _header_frames(path)
+        if declared is None:
+            declared = expected or None
         shape = (expected,) if mono else (channels, expected)
         out = torch.empty(shape, dtype=torch.float32)
         extra, n = [], 0
@@ -86,7 +139,79 @@ def _read_blocks(path: Path, mono: bool) -> Tuple[torch.Tensor, int]:
         out = out[..., :n].clone()
     if extra:
         out = torch.cat([out, *extra], dim=-1)
-    return out, int(file_sr)
+    return out, int(file_sr), declared
+
+
+# WAVE format tags whose data chunk holds whole frames of ``block_align`` bytes each (PCM, IEEE float,
+# A-law, mu-law); other codecs' frame counts come from their ``fact`` chunk
+_WAV_FRAME_TAGS = {0x0001, 0x0003, 0x0006, 0x0007}
+_AIFC_FRAME_CODECS = {b"NONE", b"none", b"sowt", b"twos", b"raw ", b"in24", b"in32", b"fl32", b"FL32", b"fl64",
+                      b"FL64", b"alaw", b"ALAW", b"ulaw", b"ULAW"}
+_MAX_CHUNKS = 4096
+
+
+def _header_frames(path: Path) -> Optional[int]:
+    """The frame count declared by a WAV (RIFF, RIFX, RF64/BW64) or AIFF/AIFC header, or ``None`` (another
+    format, an unknown or streaming length, or a header that cannot be parsed). Only chunk headers are read."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12:
+                return None
+            if head[:4] in (b"RIFF", b"RIFX", b"RF64", b"BW64") and head[8:12] == b"WAVE":
+                return _wav_frames(fh, ">" if head[:4] == b"RIFX" else "<", head[:4] in (b"RF64", b"BW64"))
+            if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+                return _aiff_frames(fh, head[8:12] == b"AIFC")
+    except (OSError, struct.error, ValueError):
+        pass
+    return None
+
+
+def _wav_frames(fh, endian: str, rf64: bool) -> Optional[int]:
+    tag = block_align = fact = ds64_data = None
+    for _ in range(_MAX_CHUNKS):
+        hdr = fh.read(8)
+        if len(hdr) < 8:
+            return None
+        cid, size = hdr[:4], struct.unpack(endian + "I", hdr[4:])[0]
+        if cid == b"data":
+            if rf64 and size == 0xFFFFFFFF:
+                size = ds64_data
+            elif size in (0, 0xFFFFFFFF):              # a streaming writer's "unknown length"
+                return None
+            if size is None:
+                return None
+            if tag in _WAV_FRAME_TAGS and block_align:
+                return size // block_align
+            return fact or None
+        body = fh.read(min(size, 64)) if cid in (b"fmt ", b"fact", b"ds64") else b""
+        if cid == b"fmt " and len(body) >= 14:
+            tag, block_align = struct.unpack(endian + "H", body[:2])[0], struct.unpack(endian + "H", body[12:14])[0]
+            if tag == 0xFFFE and len(body) >= 26:        # WAVE_FORMAT_EXTENSIBLE: the sub-format's tag
+                tag = struct.unpack(endian + "H", body[24:26])[0]
+        elif cid == b"fact" and len(body) >= 4:
+            fact = struct.unpack(endian + "I", body[:4])[0]
+        elif cid == b"ds64" and len(body) >= 16:
+            ds64_data = struct.unpack(endian + "Q", body[8:16])[0]
+        fh.seek(size + (size & 1) - len(body), 1)     # chunks are padded to an even size
+    return None
+
+
+def _aiff_frames(fh, aifc: bool) -> Optional[int]:
+    for _ in range(_MAX_CHUNKS):
+        hdr = fh.read(8)
+        if len(hdr) < 8:
+            return None
+        cid, size = hdr[:4], struct.unpack(">I", hdr[4:])[0]
+        if cid == b"COMM":
+            body = fh.read(min(size, 64))
+            if len(body) < 6:
+                return None
+            if aifc and (len(body) < 22 or body[18:22] not in _AIFC_FRAME_CODECS):
+                return None                              # a codec counting packets, not frames
+            return struct.unpack(">I", body[2:6])[0] or None
+        fh.seek(size + (size & 1), 1)
+    return None
 
 
 def validate_waveform(wav: torch.Tensor, name: str = "audio") -> None:
@@ -166,11 +291,15 @@ def _sinc_kernel_cpu(orig: int, new: int, lowpass_filter_width: int, rolloff: fl
     return kernel.contiguous(), width
 
 
+def _rates(orig_sr, new_sr) -> Tuple[int, int]:
+    """Both rates checked (:func:`check_sample_rate`) as the input and the output sample rate."""
+    return check_sample_rate(orig_sr, "input sample rate"), check_sample_rate(new_sr, "output sample rate")
+
+
 def _reduced(orig_sr: int, new_sr: int) -> Tuple[int, int]:
-    if int(orig_sr) != orig_sr or int(new_sr) != new_sr or orig_sr <= 0 or new_sr <= 0:
-        raise ValueError(f"sample rates must be positive integers, got {orig_sr} and {new_sr}")
-    g = math.gcd(int(orig_sr), int(new_sr))
-    return int(orig_sr) // g, int(new_sr) // g
+    orig_sr, new_sr = _rates(orig_sr, new_sr)
+    g = math.gcd(orig_sr, new_sr)
+    return orig_sr // g, new_sr // g
 
 
 def resampled_length(n: int, orig_sr: int, new_sr: int) -> int:
@@ -196,9 +325,9 @@ def resample_batch(wavs: torch.Tensor, orig_sr: int, new_sr: int, *, lowpass_fil
     of resampling that row alone. Long inputs are processed in blocks of ``block`` output
     positions so that memory stays bounded.
     """
-    if orig_sr == new_sr:
-        return wavs
     orig, new = _reduced(orig_sr, new_sr)
+    if orig == new:
+        return wavs
     kernel, width = _sinc_kernel_cpu(orig, new, lowpass_filter_width, float(rolloff))
     kernel = kernel.to(device=wavs.device, dtype=wavs.dtype)
     shape = wavs.shape
@@ -366,15 +495,16 @@ def resample_kaiser_best(wavs: torch.Tensor, orig_sr: int, new_sr: int, *, block
     device has no float64). Float32 arithmetic leaves rounding noise around -130 dB that VGGish's
     ``log(mel + 0.01)`` magnifies in empty bands (up to 4e-4 on 8 kHz speech, 2e-5 with float64).
     """
+    orig_sr, new_sr = _rates(orig_sr, new_sr)
     if orig_sr == new_sr:
         return wavs
-    orig_sr, new_sr = int(orig_sr), int(new_sr)
     plan = _kaiser_plan(orig_sr, new_sr)
     shape = wavs.shape
     N = shape[-1]
     n_out = int(N * float(new_sr) / float(orig_sr))
     if n_out < 1:
-        raise ValueError(f"{N} sample(s) at {orig_sr} Hz are too few to resample to {new_sr} Hz")
+        raise AudioError(f"{N} sample(s) at the input sample rate {orig_sr} Hz are too few to resample to the "
+                         f"output sample rate {new_sr} Hz (not one output sample)")
     out_dtype = wavs.dtype
     dtype = dtype if wavs.device.type != "mps" else torch.float32
     x = wavs.reshape(-1, N)                                   # converted to ``dtype`` block by block

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import AudioError, get_resampler, load_audio, to_mono_tensor
+from .audio import AudioError, check_sample_rate, get_resampler, load_audio, to_mono_tensor
 from .fusion import LayerSpec, fuse, mean_max_pool, resolve_layers
 from .registry import ModelCard
 
@@ -184,26 +184,61 @@ class Encoder(nn.Module):
         return fe.window_frames(fe.edge_pad(wav)[None], 0, T)[0]
 
     # ---- inputs ------------------------------------------------------------------------------
-    def _prepare(self, audio, sr: Optional[int]) -> Tuple[List[Tuple[str, torch.Tensor, Optional[str]]], bool]:
-        """-> [(display name, mono waveform at the model's rate on its device, source path or None)], single."""
+    def _prepare(self, audio, sr) -> Tuple[List[Tuple[str, torch.Tensor, Optional[str]]], bool]:
+        """-> [(display name, mono waveform at the model's rate on its device, source path or None)], single.
+
+        ``sr``: the input sample rate of the arrays/tensors (a positive whole number of Hz: an int, a numpy
+        integer or an integral float), or for a list of inputs a list/tuple (or 1-D numpy array) of one rate
+        per input. Files always use their own rate (from their header): a scalar ``sr`` does not apply to
+        them (though it is checked), and in a list of rates their entry must be ``None``.
+        """
         single = not isinstance(audio, (list, tuple))
         items = [audio] if single else list(audio)
         if not items:
             raise AudioError("no audio given (empty list)")
+        model_rate = f"the model's rate is {self.sample_rate} Hz and inputs are resampled to it"
+        if isinstance(sr, np.ndarray) and sr.ndim == 1:
+            sr = list(sr)
+        if isinstance(sr, (list, tuple)):
+            if single:
+                raise AudioError(f"sr is a list of {len(sr)} sample rates but audio is a single input: pass its one "
+                                 f"input sample rate (a list of rates is for a list of inputs, one rate each)")
+            if len(sr) != len(items):
+                raise AudioError(f"sr has {len(sr)} sample rates but there are {len(items)} inputs: pass one input "
+                                 f"sample rate per input (None for a file), or one rate for all the arrays")
+            rates, per_item = list(sr), True
+        else:
+            rates, per_item = [sr] * len(items), False
         out = []
-        for i, item in enumerate(items):
-            if isinstance(item, (str, os.PathLike)):
+        for i, (item, rate) in enumerate(zip(items, rates)):
+            name = f"audio[{i}]" if not single else "audio"
+            is_file = isinstance(item, (str, os.PathLike))
+            if rate is not None:
+                if is_file and per_item:
+                    raise AudioError(f"{name}: a file is read at the file's own sample rate (from its header), so "
+                                     f"sr[{i}] must be None, got {rate!r}")
+                try:                    # also for a file, which uses its own rate: a bad sr is a mistake anyway
+                    in_sr = check_sample_rate(rate, "input sample rate")
+                except AudioError as e:
+                    raise AudioError(f"{name}: {e}; {model_rate}") from None
+            if is_file:
                 name = source = str(item)
-                wav, file_sr = load_audio(item)
+                wav, in_sr = load_audio(item)
                 wav = to_mono_tensor(wav, name)
             else:
-                name, source = (f"audio[{i}]" if not single else "audio"), None
-                if sr is None:
-                    raise AudioError(f"{name}: a waveform array needs its sample rate: embed(wav, sr=...)")
-                wav, file_sr = to_mono_tensor(item, name), int(sr)
+                source = None
+                if rate is None:
+                    where = f"sr[{i}] is None" if per_item else "embed(wav, sr=...)"
+                    raise AudioError(f"{name}: a waveform array needs its input sample rate: {where} "
+                                     f"({model_rate})")
+                wav = to_mono_tensor(item, name)
             wav = wav.to(self.device)
-            if file_sr != self.sample_rate:
-                wav = get_resampler(self.card.resampler)(wav, file_sr, self.sample_rate)
+            if in_sr != self.sample_rate:
+                try:
+                    wav = get_resampler(self.card.resampler)(wav, in_sr, self.sample_rate)
+                except AudioError as e:
+                    raise AudioError(f"{name}: cannot resample from the input sample rate {in_sr} Hz to the "
+                                     f"model's rate {self.sample_rate} Hz: {e}") from e
             out.append((name, wav, source))
         return out, single
 

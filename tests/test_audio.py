@@ -1,11 +1,14 @@
 import math
+import re
+import warnings
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from audio_repr.audio import AudioError, load_audio, resample, resample_batch, resampled_length, to_mono_tensor
+from audio_repr.audio import (AudioError, TruncatedAudioWarning, load_audio, resample, resample_batch,
+                               resample_kaiser_best, resampled_length, to_mono_tensor)
 from conftest import chirp, noise
 
 
@@ -171,3 +174,80 @@ def test_unreadable_and_missing_files(tmp_path):
     sf.write(empty, np.zeros(0, dtype=np.float32), 16000)
     with pytest.raises(AudioError, match="no samples"):
         load_audio(empty)
+
+
+TRUNCATABLE = [("WAV", "PCM_16"), ("WAV", "FLOAT"), ("WAVEX", "PCM_24"), ("RF64", "PCM_16"), ("AIFF", "PCM_16"),
+               ("MP3", "MPEG_LAYER_III")]
+
+
+@pytest.mark.parametrize("fmt,subtype", TRUNCATABLE)
+def test_truncated_file_warns_with_frames_found_and_declared(tmp_path, fmt, subtype):
+    """A file cut short (a third of its bytes kept) is read as far as it goes, with a TruncatedAudioWarning
+    naming the file, the frames found and the frames its header declares; the intact file reads silently."""
+    if fmt not in sf.available_formats() or subtype not in sf.available_subtypes(fmt):
+        pytest.skip(f"libsndfile here cannot write {fmt}/{subtype}")
+    sr, frames = 16000, 24960                                    # 1.56 s
+    x = np.stack([chirp(frames / sr, sr), noise(frames / sr, sr).numpy()], axis=1)
+    whole = tmp_path / f"whole.{fmt.lower()}"
+    sf.write(whole, x, sr, format=fmt, subtype=subtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                           # the intact file: no warning at all
+        full, _ = load_audio(whole)
+    cut = tmp_path / f"cut.{fmt.lower()}"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.warns(TruncatedAudioWarning) as rec:
+        wav, got_sr = load_audio(cut)
+    assert got_sr == sr and 0 < len(wav) < frames / 2
+    msg = str(rec[0].message)
+    assert str(cut) in msg and f"{len(wav)} frames" in msg and f"declares {frames} frames" in msg, msg
+    if fmt != "MP3":                                             # what is there is read exactly
+        assert torch.equal(wav, full[: len(wav)])
+    with pytest.warns(TruncatedAudioWarning):                    # also without downmix, and with resampling
+        multi, _ = load_audio(cut, mono=False)
+    assert multi.shape == (2, len(wav))
+    with pytest.warns(TruncatedAudioWarning):
+        load_audio(cut, 8000)
+
+
+def shown(rate):
+    """How an error writes a rejected sample rate: a number as ``<value> Hz``, anything else by its repr."""
+    return repr(rate) if isinstance(rate, (str, bytes, bool, type(None))) else f"{rate} Hz"
+
+
+@pytest.mark.parametrize("bad,why", [(16000.5, "not a whole number"), ("16000", "not a number"), (True, "bool"),
+                                     (0, "not positive"), (-5, "not positive"), (float("nan"), "not a whole number"),
+                                     (float("inf"), "not a whole number"), (None, "not a number")])
+def test_resample_rejects_bad_rates_saying_which(bad, why):
+    x = noise(0.01)
+    with pytest.raises(AudioError, match=rf"input sample rate {re.escape(shown(bad))}.*{why}.*positive whole number"):
+        resample(x, bad, 16000)
+    with pytest.raises(AudioError, match=rf"output sample rate {re.escape(shown(bad))}.*{why}"):
+        resample(x, 16000, bad)
+    with pytest.raises(AudioError, match=rf"input sample rate {re.escape(shown(bad))}.*{why}"):
+        resample_kaiser_best(x, bad, 16000)
+    with pytest.raises(AudioError, match=rf"input sample rate {re.escape(shown(bad))}.*{why}"):
+        resample(x, bad, bad)                                    # equal rates are checked too
+
+
+def test_resample_accepts_integral_floats_and_numpy_integers():
+    x = noise(0.05, sr=44100)
+    ref = resample(x, 44100, 16000)
+    for a, b in [(44100.0, 16000.0), (np.int64(44100), np.int32(16000)), (np.float32(44100), 16000)]:
+        assert torch.equal(resample(x, a, b), ref)
+        assert torch.equal(resample_kaiser_best(x, a, b), resample_kaiser_best(x, 44100, 16000))
+
+
+def test_too_few_samples_to_resample_names_both_rates():
+    with pytest.raises(ValueError, match="input sample rate 44100 Hz.*output sample rate 16000 Hz"):
+        resample_kaiser_best(torch.zeros(1), 44100, 16000)
+
+
+def test_load_audio_target_rate_is_checked(tmp_path):
+    path = tmp_path / "a.wav"
+    sf.write(path, chirp(0.5, 16000), 16000)
+    for bad in (16000.5, "8000", 0, False):
+        with pytest.raises(AudioError, match=rf"target sample rate {re.escape(shown(bad))}"):
+            load_audio(path, bad)
+    wav, sr = load_audio(path, 8000.0)
+    assert sr == 8000 and isinstance(sr, int) and len(wav) == 4000
