@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
@@ -14,26 +15,54 @@ from typing import Iterable, List, Optional, Tuple
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"}
 
 
+def _glob_root(pattern: str) -> Path:
+    """The folder a glob pattern searches from: its leading parts without wildcards."""
+    parts = Path(pattern).parts
+    lead = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        lead.append(part)
+    return Path(*lead) if lead else Path(".")
+
+
 def _collect(paths: Iterable[str]) -> List[Tuple[Path, Path]]:
-    """Expand files, folders (recursive) and globs into (file, path relative to its root) pairs."""
-    found: List[Tuple[Path, Path]] = []
-    seen = set()
+    """Expand files, folders (recursive) and globs into ``(file, output name)`` pairs.
+
+    Output names mirror each file's path relative to the common root of all inputs (a folder counts from
+    itself, a glob from its leading folders, a file from its own folder), so two inputs never share an
+    output and a user can map every output back to its source. A file reached twice (by two specs or a
+    link) is embedded once."""
+    entries: List[Tuple[Path, Path]] = []          # (file as found, the root it was found from)
     for spec in paths:
-        matches = [Path(p) for p in sorted(glob.glob(spec, recursive=True))] if glob.has_magic(spec) else [Path(spec)]
-        if not matches:
-            raise FileNotFoundError(f"no file matches {spec!r}")
+        if glob.has_magic(spec):
+            matches = [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
+            if not matches:
+                raise FileNotFoundError(f"no file matches {spec!r}")
+            root = _glob_root(spec)
+        else:
+            matches, root = [Path(spec)], None
         for m in matches:
             if m.is_dir():
-                for f in sorted(m.rglob("*")):
-                    if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS and f.resolve() not in seen:
-                        seen.add(f.resolve())
-                        found.append((f, f.relative_to(m)))
+                entries.extend((f, m if root is None else root) for f in sorted(m.rglob("*"))
+                               if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
             elif m.is_file():
-                if m.resolve() not in seen:
-                    seen.add(m.resolve())
-                    found.append((m, Path(m.name)))
+                entries.append((m, m.parent if root is None else root))
             else:
                 raise FileNotFoundError(f"no such file or folder: {m}")
+    if not entries:
+        return []
+    try:
+        common = Path(os.path.commonpath([os.path.abspath(r) for _, r in entries]))
+    except ValueError as e:   # e.g. inputs on two Windows drives
+        raise ValueError(f"the inputs have no common folder to name their outputs from: {e}") from e
+    found, seen = [], set()
+    for f, _ in entries:
+        key = f.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        found.append((f, Path(os.path.relpath(os.path.abspath(f), common))))
     return found
 
 
@@ -77,17 +106,23 @@ def _cmd_list(args) -> int:
 
 def _cmd_info(args) -> int:
     import audio_repr
-    from .weights import cache_dir, manifest
+    from .weights import cache_status, manifest
 
     enc = audio_repr.load(args.name, pretrained=False)
     c = enc.card
+    fe = enc.frontend
     entry = manifest()["models"].get(c.name, {})
+    frontend = {"type": type(fe).__name__, **dict(c.frontend),
+                "window_samples": fe.n_fft, "hop_samples": fe.hop_length,
+                "frame_offset_ms": getattr(fe, "frame_offset_ms", 0.0)}
+    status = cache_status(c.name) if entry else "absent"
     info = {
         "name": c.name, "family": c.family, "description": c.description, "sample_rate": c.sample_rate,
         "frame_hop_ms": enc.frame_hop_ms(), "output_layer": c.default_layer, "layers": enc.layer_dims,
         "fusion_layers": list(c.fusion_layers), "fusion_size": enc.output_size("fusion"),
-        "norm_stats": list(c.norm_stats), "resampler": c.resampler, "weights": entry,
-        "cached": (cache_dir() / entry["filename"]).is_file() if entry else False,
+        "frontend": frontend, "normalisation": c.norm, "norm_stats": list(c.norm_stats),
+        "resampler": c.resampler, "weights": entry,
+        "cached": status in ("verified", "unpinned"), "cache_status": status,
         "licence": c.licence, "citation": c.citation, "paper": c.paper, "published": dict(c.published),
     }
     print(json.dumps(info, indent=2))
@@ -119,58 +154,211 @@ def _extra_files() -> dict:
     return {k: v for k, v in manifest()["models"].items() if k not in models}
 
 
+RUN_RECORD = "audio-repr-run.json"   # what produced an output folder (compared when a run resumes)
+_COMPARED = ("model", "weights", "layers", "normalisation", "library")
+
+
 def _out_path(out_dir: Path, rel: Path) -> Path:
     return out_dir / rel.with_suffix(rel.suffix + ".npz")
 
 
-def consolidate(out_dir: Path, rels: List[Path], dest: Path) -> Path:
-    """One ``.npz`` for a dataset: ``files [N]``, ``clip [N, D]``, all ``frames`` concatenated with
-    ``frame_offsets [N + 1]`` (file i's frames are ``frames[offsets[i]:offsets[i + 1]]``), ``timestamps_ms``."""
+def consolidate(out_dir: Path, files: List[Tuple[Path, Path]], dest: Path) -> Path:
+    """One ``.npz`` for a dataset: ``files [N]`` (output names, relative to the inputs' common root),
+    ``sources [N]`` (the paths as given), ``clip [N, D]``, all ``frames`` concatenated with
+    ``frame_offsets [N + 1]`` (file i's frames are ``frames[offsets[i]:offsets[i + 1]]``), ``timestamps_ms``.
+    Each source appears once, with its own rows; files without an output (failed) are left out."""
     import numpy as np
 
-    names, clips, frames, stamps, offsets = [], [], [], [], [0]
+    names, sources, clips, frames, stamps, offsets = [], [], [], [], [], [0]
     meta = None
-    for rel in rels:
+    for src, rel in files:
         p = _out_path(out_dir, rel)
         if not p.is_file():
             continue
         with np.load(p) as d:
-            names.append(str(rel))
+            names.append(rel.as_posix())
+            sources.append(str(src))
             clips.append(d["clip"])
             frames.append(d["frames"])
             stamps.append(d["timestamps_ms"])
             offsets.append(offsets[-1] + len(d["frames"]))
             meta = (d["model"], d["layers"])
     if not names:
-        raise ValueError("nothing to consolidate")
-    tmp = dest.with_name(f".{dest.name}.part")
+        raise ValueError("nothing to consolidate: no file was embedded")
+    if len(set(names)) != len(names):     # _collect guarantees this; a broken guarantee must not pass silently
+        raise RuntimeError("two inputs share an output name")
+    _atomic_savez(dest, files=np.array(names), sources=np.array(sources), clip=np.stack(clips),
+                  frames=np.concatenate(frames), timestamps_ms=np.concatenate(stamps),
+                  frame_offsets=np.array(offsets), model=meta[0], layers=meta[1])
+    return dest
+
+
+def _atomic_savez(dest: Path, **arrays) -> None:
+    import numpy as np
+
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, files=np.array(names), clip=np.stack(clips), frames=np.concatenate(frames),
-                     timestamps_ms=np.concatenate(stamps), frame_offsets=np.array(offsets), model=meta[0],
-                     layers=meta[1])
+            np.savez(f, **arrays)
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return dest
+
+
+def _prepare_out_dir(out_dir: Path) -> Tuple[List[Path], bool]:
+    """Create ``out_dir`` if needed and prove it writable, before any long work.
+    Returns the folders this call created (innermost last) and whether the folder's file system
+    ignores letter case (then two outputs differing only in case would collide)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder")
+    created = []
+    p = out_dir.absolute()
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    created.reverse()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".audio-repr-probe-", dir=out_dir)
+        os.close(fd)
+        try:
+            case_insensitive = os.path.exists(os.path.join(out_dir, os.path.basename(probe).upper()))
+        finally:
+            os.unlink(probe)
+    except OSError as e:
+        _remove_empty(created)
+        raise OSError(f"cannot write to the output folder {out_dir}: {e.strerror or e}") from e
+    return created, case_insensitive
+
+
+def _remove_empty(folders: List[Path]) -> None:
+    for d in reversed(folders):
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
+def _state_digest(module) -> str:
+    """SHA-256 of a network's parameters and buffers (names, dtypes, shapes, values): the weights as
+    used, whatever file format they came from."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for k, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _run_settings(enc, layers: List[str], args) -> dict:
+    import audio_repr
+
+    mean, std = enc.norm_stats
+    norm = {"mode": enc.norm_mode} if enc.norm_mode == "per_clip" else {"mode": enc.norm_mode, "mean": mean, "std": std}
+    return json.loads(json.dumps({
+        "model": enc.name,
+        "weights": _state_digest(enc.network),
+        "weights_source": "random-init (seed 0)" if args.random_init else str(args.weights or "default (cache/mirror/download)"),
+        "layers": layers,
+        "normalisation": norm,
+        "library": audio_repr.__version__,
+    }))
+
+
+def _check_resume(out_dir: Path, settings: dict, outputs: List[Path], overwrite: bool) -> None:
+    """Refuse to mix outputs of different settings in one folder (``--overwrite`` re-embeds instead)."""
+    record = out_dir / RUN_RECORD
+    done = [p for p in outputs if p.is_file()]
+    if record.is_file():
+        try:
+            old = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{record} is unreadable ({e}); remove it, or use --overwrite") from e
+        diff = [f"{k}: {_short(old.get(k))} -> {_short(settings[k])}" for k in _COMPARED if old.get(k) != settings[k]]
+        if diff and not overwrite:
+            raise ValueError(f"{out_dir} holds embeddings made with other settings ({'; '.join(diff)}). "
+                             "Use another --out, or --overwrite to embed every input again with these settings")
+        if diff and overwrite:
+            stale = [p for p in out_dir.rglob("*.npz") if p not in set(outputs)]
+            if stale:
+                print(f"audio-repr: warning: {len(stale)} other .npz file(s) in {out_dir} were made with the earlier "
+                      "settings and are not inputs of this run; remove them", file=sys.stderr)
+    elif done and not overwrite:
+        raise ValueError(f"{out_dir} already holds {len(done)} embedding(s) of these inputs but no record of the "
+                         f"settings that made them ({RUN_RECORD}); use --overwrite to embed them again, or another --out")
+
+
+def _short(v) -> str:
+    s = json.dumps(v) if not isinstance(v, str) else v
+    return s if len(s) <= 24 else s[:12] + "…"
+
+
+def _durations(files: List[Tuple[Path, Path]]) -> List[float]:
+    """Seconds of audio in each file from its header (0 where unreadable: that file fails later)."""
+    import soundfile as sf
+
+    out = []
+    for f, _ in files:
+        try:
+            info = sf.info(str(f))
+            out.append(info.frames / info.samplerate if info.frames > 0 else 0.0)
+        except Exception:  # noqa: BLE001 - reported when the file is embedded
+            out.append(0.0)
+    return out
 
 
 def _cmd_embed(args) -> int:
     import audio_repr
 
+    # everything a user can get wrong is checked before the model is loaded or any audio read
     files = _collect(args.paths)
     if not files:
-        print("no audio files found", file=sys.stderr)
-        return 1
+        raise FileNotFoundError(f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) found in "
+                                + ", ".join(args.paths))
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    layers = _check_layers(args)
+    if args.device is not None:
+        audio_repr.check_device(args.device)
+    if args.weights and args.random_init:
+        raise ValueError("--weights and --random-init exclude each other")
+    if args.weights and not Path(args.weights).expanduser().exists():
+        raise FileNotFoundError(f"--weights {args.weights}: no such file or folder")
+    created, case_insensitive = _prepare_out_dir(out_dir)
+    outputs = [_out_path(out_dir, rel) for _, rel in files]
+    try:
+        keys = [str(o).casefold() if case_insensitive else str(o) for o in outputs]
+        reserved = {(out_dir / n) for n in (RUN_RECORD, "failures.log")}
+        if args.consolidate:
+            if Path(args.consolidate).name != args.consolidate or not args.consolidate.endswith(".npz"):
+                raise ValueError(f"--consolidate {args.consolidate!r}: give a file name ending in .npz "
+                                 "(it is written inside --out)")
+            reserved.add(out_dir / args.consolidate)
+        clash = _first_clash(keys, outputs, reserved, case_insensitive)
+        if clash:
+            raise ValueError(clash)
+        enc = _load_for(args)
+        settings = _run_settings(enc, layers, args)
+        _check_resume(out_dir, settings, outputs, args.overwrite)
+    except BaseException:
+        _remove_empty(created)
+        raise
     for stale in out_dir.rglob(".*.part"):       # left by a run that was killed mid-write
         stale.unlink()
-    todo = [(f, rel) for f, rel in files if args.overwrite or not _out_path(out_dir, rel).is_file()]
+    log = out_dir / "failures.log"
+    if log.exists():                              # it describes one run: the last
+        log.unlink()
+    (out_dir / f".{RUN_RECORD}.part").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    os.replace(out_dir / f".{RUN_RECORD}.part", out_dir / RUN_RECORD)
+
+    todo = [(f, rel, o) for (f, rel), o in zip(files, outputs) if args.overwrite or not o.is_file()]
     skipped = len(files) - len(todo)
-    enc = _load_for(args)
-    layers = args.layers
+    seconds = _durations([(f, rel) for f, rel, _ in todo])
+    batch_size = args.batch_size or enc.default_batch_size()
     failures: List[Tuple[Path, str]] = []
     done = 0
     audio_s = 0.0
@@ -180,51 +368,87 @@ def _cmd_embed(args) -> int:
         try:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(todo), unit="file", desc=f"{enc.name}")
+            bar = tqdm(total=round(sum(seconds), 1), unit="s", unit_scale=False, desc=f"{enc.name} (audio s)",
+                       bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
         except ImportError:  # pragma: no cover
             bar = None
+
+    def advance(sec: float) -> None:   # called by embed after each batch of pieces: long files move the bar
+        if bar is not None:
+            bar.update(sec)
+
     try:
-        for i in range(0, len(todo), args.batch_size):
-            group = todo[i: i + args.batch_size]
+        for i in range(0, len(todo), batch_size):
+            group = todo[i: i + batch_size]
             embs = []
             try:
-                embs = enc.embed([str(f) for f, _ in group], layers=layers, batch_size=args.batch_size)
+                embs = enc.embed([str(f) for f, _, _ in group], layers=layers, batch_size=batch_size,
+                                 progress=advance if bar is not None else False)
             except Exception:
                 # one bad file must not stop the others: retry one by one
-                for f, rel in group:
+                for f, _, _ in group:
                     try:
-                        embs.append(enc.embed(str(f), layers=layers, batch_size=args.batch_size))
+                        embs.append(enc.embed(str(f), layers=layers, batch_size=batch_size))
                     except Exception as e:  # reported, never fatal
                         failures.append((f, f"{type(e).__name__}: {e}"))
                         embs.append(None)
-            for (f, rel), e in zip(group, embs):
+            for (f, _, out), e in zip(group, embs):
                 if e is None:
                     continue
-                e.save(_out_path(out_dir, rel))
+                e.save(out)
                 done += 1
                 audio_s += e.duration_s
             if bar is not None:
-                bar.update(len(group))
+                bar.n = round(sum(seconds[: i + len(group)]), 1)   # exact after each group, failures included
                 el = max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(files_s=f"{done / el:.1f}", audio_h_s=f"{audio_s / 3600 / el:.3f}")
+                bar.set_postfix(files=f"{done + len(failures)}/{len(todo)}", x_realtime=f"{audio_s / el:.0f}")
     finally:
         if bar is not None:
             bar.close()
     print(f"embedded {done} file(s), skipped {skipped} already done, {len(failures)} failed -> {out_dir}",
           file=sys.stderr)
     if args.consolidate:
-        path = consolidate(out_dir, [rel for _, rel in files], out_dir / args.consolidate)
+        path = consolidate(out_dir, files, out_dir / args.consolidate)
         print(f"consolidated {len(files) - len(failures)} file(s) into {path}", file=sys.stderr)
     if failures:
-        log = out_dir / "failures.log"
-        with open(log, "a", encoding="utf-8") as fh:
-            for f, msg in failures:
-                fh.write(f"{f}\t{msg}\n")
+        tmp = out_dir / ".failures.log.part"
+        tmp.write_text("".join(f"{f}\t{msg}\n" for f, msg in failures), encoding="utf-8")
+        os.replace(tmp, log)
         for f, msg in failures:
             print(f"  failed: {f}: {msg}", file=sys.stderr)
         print(f"  (also written to {log})", file=sys.stderr)
         return 2
     return 0
+
+
+def _first_clash(keys: List[str], outputs: List[Path], reserved, case_insensitive: bool) -> Optional[str]:
+    """A message when two inputs would write one output, or an input would overwrite a file of the run."""
+    first = {}
+    for k, o in zip(keys, outputs):
+        if k in first:
+            return (f"two inputs would write the same output {o}"
+                    + (" (this file system ignores letter case)" if case_insensitive else "")
+                    + "; rename one of them or embed them into different --out folders")
+        first[k] = o
+    for r in reserved:
+        rk = str(r).casefold() if case_insensitive else str(r)
+        if rk in first:
+            return f"an input's output {first[rk]} would overwrite {r.name}, a file of the run itself"
+    return None
+
+
+def _check_layers(args) -> List[str]:
+    """The layer names ``--layers`` selects, checked against the model's layer table without loading it."""
+    import torch
+
+    from .fusion import resolve_layers
+    from .models import family
+    from .registry import get_card
+
+    card = get_card(args.model)
+    with torch.device("meta"):              # the layer table only: no memory, no weights
+        net = family(card.family).build_network(card.arch)
+    return resolve_layers(args.layers, list(net.layer_dims), card.default_layer, card.fusion_layers)
 
 
 def _load_for(args, seed: int = 0):
@@ -246,6 +470,12 @@ def _load_for(args, seed: int = 0):
 def _cmd_evaluate(args) -> int:
     from .evaluate import evaluate
 
+    _check_layers(args)
+    if args.device is not None:
+        import audio_repr
+
+        audio_repr.check_device(args.device)
+
     # a random baseline draws its own network for each probe seed (the mean is then not one draw's luck)
     enc = (lambda seed: _load_for(args, seed)) if args.random_init else _load_for(args)
     res = evaluate(enc, args.csv, layers=args.layers, batch_size=args.batch_size,
@@ -256,16 +486,16 @@ def _cmd_evaluate(args) -> int:
               f"std {enc.norm_stats[1]:.4f}")
     print(res.report())
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": res.model, "layers": args.layers, "csv": str(args.csv),
-                                               "calibrated": args.calibrate, "folds_from": args.folds_from,
-                                               "unit_sec": args.unit_sec,
-                                               "weights": "random-init" if args.random_init else (args.weights or "default"),
-                                               "init": res.init, "seeds": res.seeds,
-                                               "folds": res.folds, "per_seed": res.per_seed, "mean": res.mean}, indent=2))
+        Path(args.json).write_text(res.to_json(
+            layers=args.layers, csv=str(args.csv), calibrated=args.calibrate, folds_from=args.folds_from,
+            unit_sec=args.unit_sec, weights="random-init" if args.random_init else (args.weights or "default")))
     return 0
 
 
 def _cmd_plot(args) -> int:
+    _require("matplotlib", "plot")
+    if args.map:
+        _require("sklearn", "plot", "scikit-learn")
     from .plot import plot_file, plot_map
 
     enc = _load_for(args)
@@ -278,6 +508,26 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _require(module: str, extra: str, package: Optional[str] = None) -> None:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtraError(f"this command needs {package or module}, which is not installed or does not "
+                                f"load ({e}): pip install 'audio-repr[{extra}]'") from e
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {v}")
+    return v
+
+
 def _model_args(q, default_model=None):
     q.add_argument("--model", "-m", required=default_model is None, default=default_model)
     q.add_argument("--weights", help="weights file in the original format (default: cache/mirror/download)")
@@ -287,8 +537,17 @@ def _model_args(q, default_model=None):
                    "(seed 0; evaluate draws one network per probe seed)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors in the one form every error of this program has."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        where = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        self.exit(2, f"audio-repr: error: {where}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="audio-repr", description="Pretrained general-purpose audio encoders.")
+    p = _Parser(prog="audio-repr", description="Pretrained general-purpose audio encoders.")
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("list", help="list the models")
     q.add_argument("--markdown", action="store_true", help="the model table as Markdown")
@@ -305,7 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("paths", nargs="+", help="audio files, folders (recursive) or glob patterns")
     _model_args(q)
     q.add_argument("--out", "-o", required=True, help="output folder (mirrors the input tree)")
-    q.add_argument("--batch-size", type=int, default=16)
+    q.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="files per group and pieces per batch (default: the model's choice for the device, "
+                        "e.g. 4 for BYOL-A on a CPU, 16 on a GPU)")
     q.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
     q.add_argument("--consolidate", metavar="NAME.npz",
                    help="also write one file for the whole dataset (clip matrix, frames with offsets) under --out")
@@ -313,8 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_embed)
     q = sub.add_parser("evaluate", help="linear-probe accuracy on a file,label[,fold|split] CSV")
     q.add_argument("csv")
-    _model_args(q, default_model="byola-v1-512")
-    q.add_argument("--batch-size", type=int, default=32)
+    _model_args(q)
+    q.add_argument("--batch-size", type=_positive_int, default=32)
     q.add_argument("--cache", help="folder to cache the embeddings in")
     q.add_argument("--json", help="also write the result as JSON")
     q.add_argument("--calibrate", action="store_true",
@@ -346,11 +607,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (UnknownModelError, WeightsError, AudioError, FileNotFoundError, ValueError) as e:
-        print(f"audio-repr: error: {e}", file=sys.stderr)
-        return 1
+        return _fail(e)
+    except MissingExtraError as e:
+        return _fail(e)
+    except OSError as e:     # permissions, a full disk, a path that is a file: the user's to fix
+        return _fail(e)
     except BrokenPipeError:  # output piped into head & co.: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        print("audio-repr: interrupted (finished outputs are kept; run the same command again to resume)",
+              file=sys.stderr)
+        return 130
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency a command needs is not installed."""
+
+
+def _fail(e: BaseException) -> int:
+    msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror or e}: {e.filename}"
+    print(f"audio-repr: error: {msg}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

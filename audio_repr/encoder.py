@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -346,17 +346,28 @@ class Encoder(nn.Module):
             pieces.append(_Piece(clip, a, b, min(X, a), min(X, n_frames - b), b == n_frames))
         return pieces
 
-    @torch.inference_mode()
-    def embed(self, audio, sr: Optional[int] = None, *, layers: LayerSpec = None, batch_size: int = 16,
-              progress: bool = False) -> Union[Embedding, List[Embedding]]:
-        """Embed a clip or a list of clips (paths, 1-D/2-D arrays or tensors; ``sr`` for arrays).
+    def default_batch_size(self) -> int:
+        """Pieces per batch when ``embed`` is not told: the card's CPU choice on a CPU (BYOL-A: 4, where
+        larger batches are slower and hold more memory), 16 on an accelerator."""
+        return self.card.cpu_batch_size if self.device.type == "cpu" else 16
 
-        ``layers``: ``None`` (standard output), ``"fusion"``, ``"all"``, or names/indices. Several
-        layers are max-pooled over time to the coarsest one's resolution and concatenated.
+    @torch.inference_mode()
+    def embed(self, audio, sr=None, *, layers: LayerSpec = None, batch_size: Optional[int] = None,
+              progress: Union[bool, Callable[[float], None]] = False) -> Union[Embedding, List[Embedding]]:
+        """Embed a clip or a list of clips (paths, 1-D/2-D arrays or tensors).
+
+        ``sr``: the input sample rate of arrays and tensors (files use their own): one rate, or for a list of
+        inputs a list with one rate per input (``None`` for files). ``layers``: ``None`` (standard output),
+        ``"fusion"``, ``"all"``, or names/indices. Several layers are max-pooled over time to the coarsest
+        one's resolution and concatenated. ``batch_size``: pieces per batch (``None``:
+        :meth:`default_batch_size`). ``progress``: ``True`` for a bar over pieces, or a function called after
+        each batch with the seconds of audio it finished (long files report as they go).
         Returns an :class:`Embedding` (a list of them for a list input).
         """
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+        if batch_size is None:
+            batch_size = self.default_batch_size()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         names = self._layers(layers)
         strides = {n: self.network.layer_strides[n] for n in names}
         target = max(strides.values())
@@ -382,7 +393,9 @@ class Encoder(nn.Module):
         long_audio = len(pieces) > max(len(clips), batch_size)   # some clip is split into many pieces
         results: Dict[Tuple[int, int], torch.Tensor] = {}
         tokens: Dict[Tuple[int, int], torch.Tensor] = {}   # clip_pooling="token": per-piece clip vectors
-        bar = _progress(len(pieces), progress, self.name)
+        report = progress if callable(progress) else None
+        bar = _progress(len(pieces), progress is True, self.name)
+        seconds = [wav.shape[-1] / self.sample_rate for _, wav, _ in clips]
         was_training = self.training
         self.eval()
         try:
@@ -417,6 +430,8 @@ class Encoder(nn.Module):
                     _release_free_heap()
                 if bar is not None:
                     bar.update(len(batch))
+                if report is not None:   # the seconds of audio the batch's pieces own (their share of the clip)
+                    report(sum(seconds[p.clip] * (p.stop - p.start) / n_frames[p.clip] for p in batch))
         finally:
             self.train(was_training)
             if bar is not None:

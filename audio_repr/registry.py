@@ -41,6 +41,8 @@ class ModelCard:
                                      # "token": the network's own per-piece clip vectors (outputs.clip)
     overlap_frames: int = 0          # independent windows (context_frames=0) span chunk_frames + this, start
                                      # every chunk_frames, and the last one takes the rest when it fits
+    cpu_batch_size: int = 16         # embed()'s default batch on a CPU (pieces per batch; measured per family:
+                                     # CNNs whose activations outgrow the caches prefer small batches)
     published: Mapping = field(default_factory=dict)
 
     def to_dict(self) -> Dict:
@@ -105,7 +107,7 @@ for _d in (512, 1024, 2048):
         norm_stats=(-5.4919195, 5.0389895), default_layer="fc2",
         fusion_layers=("conv1", "conv2", "conv3", "fc1", "fc2"),
         licence=_BYOLA_LICENCE, citation=_BYOLA_V1_CITE, paper="https://arxiv.org/abs/2103.06695",
-        published=_V1_PUBLISHED.get(_d, {}),
+        published=_V1_PUBLISHED.get(_d, {}), cpu_batch_size=4,
     ))
 
 register(ModelCard(
@@ -116,7 +118,7 @@ register(ModelCard(
     # The statistics of the v2 README's example (SPCV2); calibrate() computes a dataset's own.
     norm_stats=(-9.660292, 4.7219563), default_layer="output",
     fusion_layers=("conv1", "conv2", "fc1", "fc2"),
-    licence=_BYOLA_LICENCE, citation=_BYOLA_V2_CITE, paper="https://arxiv.org/abs/2204.07402",
+    licence=_BYOLA_LICENCE, citation=_BYOLA_V2_CITE, paper="https://arxiv.org/abs/2204.07402", cpu_batch_size=4,
     published={"ESC-50": 83.2, "US8K": 79.7, "SPCV2": 93.1, "VC1": 57.6, "VoxForge": 93.3,
                "CREMA-D": 63.8, "GTZAN": 70.1, "NSynth": 73.1, "Surge": 37.6},
 ))

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -59,7 +60,7 @@ def test_embed_files_and_folders(tmp_path):
     assert "skipped 1" in r2.stderr
     r3 = run("embed", str(data / "**" / "*.flac"), "--model", "byola-v1-512", "--weights", ckpt, "--out",
              tmp_path / "fused", "--layers", "fusion", "-q")
-    f = np.load(tmp_path / "fused" / "b.flac.npz")
+    f = np.load(tmp_path / "fused" / "sub" / "b.flac.npz")   # named below the glob's folder
     assert f["frames"].shape == (25, 4608) and list(f["layers"]) == ["conv1", "conv2", "conv3", "fc1", "fc2"]
     assert not list(out.rglob("*.part"))
 
@@ -165,3 +166,239 @@ def test_embed_resumes_after_being_killed(tmp_path):
     one = np.load(out / "group0" / "sub0" / "clip00.flac.npz")
     i = list(allz["files"]).index(str(os.path.join("group0", "sub0", "clip00.flac")))
     assert np.array_equal(allz["frames"][allz["frame_offsets"][i]:allz["frame_offsets"][i + 1]], one["frames"])
+
+
+# ---- the reliability pass (issue 15): every input its own output, resume only with the same settings,
+# ---- every mistake one line before any work ----------------------------------------------------------------
+
+def _ckpt(tmp_path):
+    ckpt = tmp_path / "w.pth"
+    if not ckpt.exists():
+        torch.save(randomise(OriginalV1(512)).state_dict(), ckpt)
+    return ckpt
+
+
+def _two_same_names(root):
+    """coll/x/a.wav and coll/y/a.wav: one name, two different recordings."""
+    (root / "x").mkdir(parents=True)
+    (root / "y").mkdir()
+    sf.write(root / "x" / "a.wav", chirp(1.5, 44100), 44100)
+    sf.write(root / "y" / "a.wav", 0.1 * np.random.default_rng(1).standard_normal(8000).astype(np.float32), 8000)
+
+
+def test_inputs_that_share_a_file_name_keep_their_own_outputs(tmp_path):
+    ckpt = _ckpt(tmp_path)
+    coll = tmp_path / "coll"
+    _two_same_names(coll)
+    import audio_repr
+
+    enc = audio_repr.load("byola-v1-512", weights=ckpt)
+    want = {k: enc.embed(str(coll / k / "a.wav")).frames.numpy() for k in ("x", "y")}
+    for i, spec in enumerate([[str(coll / "**" / "*.wav")], [coll / "x", coll / "y"],
+                              [coll / "x" / "a.wav", coll / "y" / "a.wav"]]):
+        out = tmp_path / f"out{i}"
+        r = run("embed", *spec, "-m", "byola-v1-512", "--weights", ckpt, "-o", out, "--consolidate", "all.npz", "-q")
+        assert "embedded 2 file(s)" in r.stderr
+        for k in ("x", "y"):                      # named by the path below the inputs' common folder
+            got = np.load(out / k / "a.wav.npz")["frames"]
+            assert np.allclose(got, want[k], atol=1e-6), (spec, k)
+        allz = np.load(out / "all.npz")
+        assert list(allz["files"]) == ["x/a.wav", "y/a.wav"]
+        assert [Path(s).resolve() for s in allz["sources"]] == [coll / "x" / "a.wav", coll / "y" / "a.wav"]
+        for j, k in enumerate(("x", "y")):         # each source once, with its own rows
+            o = allz["frame_offsets"]
+            assert np.array_equal(allz["frames"][o[j]:o[j + 1]], np.load(out / k / "a.wav.npz")["frames"])
+        assert not np.allclose(allz["clip"][0], allz["clip"][1])
+
+
+def test_an_output_collision_is_an_error_before_any_work(tmp_path):
+    from audio_repr.cli import _first_clash
+
+    sf.write(tmp_path / "a.wav", chirp(1.0), 16000)
+    out = tmp_path / "out"
+    r = run("embed", tmp_path / "a.wav", "-m", "byola-v1-512", "--random-init", "-o", out,
+            "--consolidate", "a.wav.npz", check=False)
+    assert r.returncode == 1 and r.stderr.startswith("audio-repr: error:") and "a.wav.npz" in r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()          # nothing made, nothing left
+    # on a file system that ignores case, A.wav and a.wav would write one file
+    outs = [tmp_path / "A.wav.npz", tmp_path / "a.wav.npz"]
+    assert "same output" in _first_clash([str(o).casefold() for o in outs], outs, set(), True)
+    assert _first_clash([str(o) for o in outs], outs, set(), False) is None
+
+
+def test_resume_refuses_other_settings_and_overwrite_redoes(tmp_path):
+    ckpt = _ckpt(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        sf.write(data / f"c{i}.wav", chirp(1.0 + i), 16000)
+    out = tmp_path / "emb"
+    base = ["embed", data, "-o", out, "-q"]
+    run(*base, "-m", "byola-v1-512", "--weights", ckpt)
+    record = json.loads((out / "audio-repr-run.json").read_text())
+    assert record["model"] == "byola-v1-512" and record["layers"] == ["fc2"] and len(record["weights"]) == 64
+    assert record["normalisation"]["mode"] == "fixed" and record["library"]
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*.npz")}
+    for other in (["-m", "vggish", "--random-init"], ["-m", "byola-v1-512", "--weights", ckpt, "--layers", "fusion"],
+                  ["-m", "byola-v1-512", "--random-init"]):
+        r = run(*base, *other, check=False)
+        assert r.returncode == 1 and "other settings" in r.stderr and "--overwrite" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.npz")} == before   # nothing touched
+    r = run(*base, "-m", "byola-v1-512", "--weights", ckpt)                 # same settings: resumes
+    assert "skipped 2" in r.stderr
+    run(*base, "-m", "byola-v1-512", "--weights", ckpt, "--layers", "fusion", "--overwrite")
+    assert np.load(out / "c0.wav.npz")["frames"].shape[1] == 4608
+    assert json.loads((out / "audio-repr-run.json").read_text())["layers"][0] == "conv1"
+    # a folder of embeddings without a record of its settings (an older version's) is not resumed blindly
+    (out / "audio-repr-run.json").unlink()
+    r = run(*base, "-m", "byola-v1-512", "--weights", ckpt, check=False)
+    assert r.returncode == 1 and "no record" in r.stderr
+
+
+def test_failures_log_describes_the_last_run_only(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    sf.write(data / "good.wav", chirp(1.0), 16000)
+    (data / "broken.wav").write_bytes(b"not audio")
+    out = tmp_path / "out"
+    r = run("embed", data, "-m", "byola-v1-512", "--random-init", "-o", out, "-q", check=False)
+    assert r.returncode == 2 and "broken.wav" in (out / "failures.log").read_text()
+    (data / "broken.wav").unlink()
+    r = run("embed", data, "-m", "byola-v1-512", "--random-init", "-o", out, "-q")
+    assert "skipped 1" in r.stderr and not (out / "failures.log").exists()
+
+
+def _one_line_error(r, *needles):
+    assert r.returncode in (1, 2), r
+    assert "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("audio-repr: error:"), r.stderr
+    for n in needles:
+        assert n in r.stderr, (n, r.stderr)
+
+
+def test_mistakes_are_one_line_errors_before_any_work(tmp_path):
+    sf.write(tmp_path / "a.wav", chirp(1.0), 16000)
+    out = tmp_path / "new" / "out"
+    common = [tmp_path / "a.wav", "-m", "byola-v1-512", "--random-init", "-o", out]
+    _one_line_error(run("embed", *common, "--layers", "fc9", check=False), "unknown layer 'fc9'")
+    dev = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+    _one_line_error(run("embed", *common, "--device", dev, check=False), dev)
+    _one_line_error(run("embed", *common, "--batch-size", "0", check=False), "--batch-size")
+    _one_line_error(run("embed", tmp_path / "missing.wav", "-m", "byola-v1-512", "-o", out, check=False),
+                    "missing.wav")
+    _one_line_error(run("embed", *common[:-1], tmp_path / "a.wav", check=False), "not a folder")   # --out is a file
+    _one_line_error(run("embed", *common[:-1], tmp_path / "a.wav" / "sub", check=False), "cannot write")
+    assert not (tmp_path / "new").exists()            # a refused run leaves no folder behind
+    _one_line_error(run("evaluate", tmp_path / "x.csv", check=False), "--model")
+    _one_line_error(run("embed", tmp_path / "a.wav", "-m", "byola-v1-512", "-o", out, "--weights",
+                        tmp_path / "nope.pth", check=False), "nope.pth")
+    assert not (tmp_path / "new").exists()
+
+
+def test_unwritable_output_folder_is_refused_before_loading(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        import pytest
+
+        pytest.skip("root writes to read-only folders; the file and not-a-folder cases cover this as root")
+    sf.write(tmp_path / "a.wav", chirp(1.0), 16000)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        r = run("embed", tmp_path / "a.wav", "-m", "byola-v1-512", "-o", ro, check=False)   # no weights here:
+        _one_line_error(r, "cannot write", str(ro))      # refused before the missing weights would be reported
+    finally:
+        ro.chmod(0o700)
+
+
+def test_plot_without_matplotlib_is_an_error_with_the_install_hint(tmp_path):
+    """matplotlib made unimportable the way a missing package is (its import fails)."""
+    import os
+
+    fake = tmp_path / "site" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'matplotlib'\")\n")
+    sf.write(tmp_path / "a.wav", chirp(1.0), 16000)
+    r = subprocess.run([sys.executable, "-m", "audio_repr.cli", "plot", str(tmp_path / "a.wav"), "-m", "byola-v1-512",
+                        "--random-init", "-o", str(tmp_path / "a.png")], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{ROOT}"}, timeout=600)
+    _one_line_error(r, "matplotlib", "pip install 'audio-repr[plot]'")
+
+
+def test_info_shows_the_front_end_and_a_verified_cache_state(tmp_path):
+    import os
+
+    info = json.loads(run("info", "byola-v1-512").stdout)
+    fe = info["frontend"]
+    assert (fe["n_fft"], fe["hop_length"], fe["n_mels"], fe["f_min"], fe["f_max"]) == (1024, 160, 64, 60.0, 7800.0)
+    assert fe["mel_scale"] == "htk" and fe["type"] == "LogMelSpectrogram"
+    ast = json.loads(run("info", "ast-audioset").stdout)["frontend"]
+    assert ast["n_mels"] == 128 and ast["window_samples"] == 400 and ast["hop_samples"] == 160
+    assert info["cached"] is False and info["cache_status"] == "absent"
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / info["weights"]["filename"]).write_bytes(b"\0" * 1000)       # a truncated download
+    r = subprocess.run([sys.executable, "-m", "audio_repr.cli", "info", "byola-v1-512"], capture_output=True,
+                       text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "AUDIO_REPR_CACHE": str(cache)})
+    got = json.loads(r.stdout)
+    assert got["cached"] is False and got["cache_status"] == "corrupt"
+
+
+def test_progress_advances_through_a_long_file():
+    """The CLI's bar counts seconds of audio, reported by embed after every batch of pieces: one long file
+    moves it many times, and the reports add up to the file's duration."""
+    import audio_repr
+
+    enc = audio_repr.load("byola-v1-512", pretrained=False)
+    got = []
+    x = 0.1 * torch.randn(16000 * 150, generator=torch.Generator().manual_seed(0))    # 150 s: 15 pieces
+    enc.embed(x, sr=16000, batch_size=2, progress=got.append)
+    assert len(got) == 8 and abs(sum(got) - 150.0) < 1e-9, got
+    assert all(g > 0 for g in got)
+    got.clear()
+    enc.embed([x[:16000 * 12], x[:8000]], sr=16000, progress=got.append)              # default batch (4 on a CPU)
+    assert abs(sum(got) - 12.5) < 1e-9
+
+
+def test_readme_first_command_embeds_the_shipped_example(tmp_path, monkeypatch):
+    """The README's run command embeds a file the repository ships (made by its script, reproducibly), and
+    gives what the README shows: with the official weights when ../shared has them, else the same shapes from
+    a random network."""
+    import os
+    import re
+    import shlex
+    import shutil
+
+    from conftest import D512
+
+    readme = (ROOT / "README.md").read_text()
+    cmd = re.search(r"^python3 -m venv .*? && \.venv/bin/audio-repr (embed .*)$", readme, re.M).group(1)
+    args = shlex.split(cmd)
+    assert args[1] == "examples/example.wav"
+    example = ROOT / "examples" / "example.wav"
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_example_wav", ROOT / "examples" / "make_example_wav.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    wav, sr = sf.read(example, dtype="int16")
+    assert sr == mod.SR and len(wav) == 4 * sr and example.stat().st_size < 300_000
+    sf.write(tmp_path / "again.wav", mod.example(), mod.SR, subtype="PCM_16")
+    assert (tmp_path / "again.wav").read_bytes() == example.read_bytes()          # the script makes this file
+    (tmp_path / "examples").mkdir()
+    shutil.copy(example, tmp_path / "examples")
+    if D512.is_file():
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "AUDIO_REPR_MIRROR": str(D512.parent)}
+        r = subprocess.run([sys.executable, "-m", "audio_repr.cli", *args], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+    else:
+        r = run(*args, "--random-init", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "embedded 1 file(s), skipped 0 already done, 0 failed -> out" in r.stderr
+    d = np.load(tmp_path / "out" / "example.wav.npz")
+    assert d["frames"].shape == (50, 512) and d["timestamps_ms"][:3].tolist() == [35.0, 115.0, 195.0]
+    assert (tmp_path / "out" / "audio-repr-run.json").is_file()
