@@ -491,7 +491,7 @@ class Encoder(nn.Module):
         span = [(p.start - p.left, p.stop + p.right) for p in batch]
         segs = []
         for p, (f0, f1) in zip(batch, span):
-            segs.append(padded[p.clip][f0 * fe.hop_length: (f1 - 1) * fe.hop_length + fe.n_fft])
+            segs.append(padded[p.clip][f0 * fe.hop_length: (f1 - 1) * fe.hop_length + fe.frame_length])
         longest = max(s.shape[-1] for s in segs)
         stack = segs[0].new_zeros((len(segs), longest))
         for j, s in enumerate(segs):
