@@ -4,7 +4,8 @@ Network: a DeiT-style ViT (``dim=768``, 12 blocks, 12 heads, MLP 3072, LayerNorm
 timm's DeiT) on the normalised Kaldi fbank ``[B, 128 mel, T]``: 16 x 16 patches with stride
 ``(fstride, tstride)`` (10 x 10 for the main AudioSet model: a 12 x 101 grid for 1024 frames),
 cls + distillation tokens, a learned positional embedding, 12 pre-norm blocks with
-``scaled_dot_product_attention``, a final LayerNorm.
+``scaled_dot_product_attention``, a final LayerNorm. Patch embedding and blocks are the shared ones of
+:mod:`audio_repr.layers.vit` (``qkv`` with a bias).
 
 Layers: ``block1`` .. ``block12``, each the block's output passed through the final LayerNorm
 (``block12`` is the model's own output, transformers' ``last_hidden_state``). Per layer:
@@ -59,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.vit import Block, PatchEmbed
 from ..weights import unwrap_state_dict
 
 __all__ = ["ASTNet", "ASTOutputs", "build_network", "build_frontend", "convert_state_dict", "load_weights"]
@@ -70,49 +72,6 @@ class ASTOutputs(OrderedDict):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.clip: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-
-
-class _Attention(nn.Module):
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        B, N, D = x.shape
-        q, k, v = self.qkv(x).view(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.proj(out.transpose(1, 2).reshape(B, N, D))
-
-
-class _MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class _Block(nn.Module):
-    def __init__(self, dim: int, heads: int, hidden: int, eps: float):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = _Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = _MLP(dim, hidden)
-
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), mask)
-        return x + self.mlp(self.norm2(x))
-
-
-class _PatchEmbed(nn.Module):
-    def __init__(self, dim: int, patch: int, fstride: int, tstride: int):
-        super().__init__()
-        self.proj = nn.Conv2d(1, dim, kernel_size=(patch, patch), stride=(fstride, tstride))
 
 
 class _Window:
@@ -141,11 +100,11 @@ class ASTNet(nn.Module):
         self.f_patches = (n_mels - patch) // fstride + 1
         self.t_patches = (max_frames - patch) // tstride + 1
         self.hop = self.t_patches * tstride
-        self.patch_embed = _PatchEmbed(dim, patch, fstride, tstride)
+        self.patch_embed = PatchEmbed(dim, patch, stride=(fstride, tstride))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.f_patches * self.t_patches + 2, dim))
-        self.blocks = nn.ModuleList([_Block(dim, heads, mlp_dim, eps) for _ in range(depth)])
+        self.blocks = nn.ModuleList([Block(dim, heads, mlp_dim, eps) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim, eps=eps)
         names = [f"block{i + 1}" for i in range(depth)]
         self.layer_dims: Dict[str, int] = OrderedDict((n, dim) for n in names)

@@ -6,7 +6,8 @@ a ViT (Base: 768-d, 12 blocks, 12 heads, MLP 3072, pre-norm, LayerNorm eps 1e-6)
 patches of an 80-mel log spectrogram cut into fixed units of ``unit_frames`` frames (208 or 512),
 a fixed 2-D sin-cos positional embedding (stored in the checkpoints), an optional ``[CLS]``
 token, and BEiT-style attention (the qkv projection has no bias tensor; ``q_bias`` and ``v_bias``
-are separate parameters and the key bias is zero).
+are separate parameters and the key bias is zero). Patch embedding and blocks are the shared ones of
+:mod:`audio_repr.layers.vit` (``bias="qv"``).
 
 Input: normalised log-mel ``[B, n_mels, T]``. ``T`` is padded on the right with zeros to a whole
 number of units (as the original ``encode_lms`` does) and all units of all rows are encoded as
@@ -42,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.vit import Block, PatchEmbed
 from ..weights import unwrap_state_dict
 
 __all__ = ["MSMMAEEncoder", "build_network", "build_frontend", "convert_state_dict", "load_weights",
@@ -72,66 +74,6 @@ def sincos_pos_embed_2d(dim: int, grid: Tuple[int, int], cls_token: bool) -> tor
     return torch.from_numpy(emb).float()
 
 
-class PatchEmbed(nn.Module):
-    """Non-overlapping patches by a strided convolution; ``[N, 1, F, W] -> [N, (F/pf)*(W/pt), D]``."""
-
-    def __init__(self, patch_size: Tuple[int, int], embed_dim: int):
-        super().__init__()
-        self.proj = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with BEiT's bias layout: ``qkv`` weight only, ``q_bias``/``v_bias``,
-    zero key bias. Uses ``scaled_dot_product_attention`` (default scale ``head_dim ** -0.5``)."""
-
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embedding size {dim} is not divisible by {num_heads} heads")
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.q_bias = nn.Parameter(torch.zeros(dim))
-        self.v_bias = nn.Parameter(torch.zeros(dim))
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        N, L, D = x.shape
-        bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
-        q, k, v = F.linear(x, self.qkv.weight, bias).view(N, L, 3, self.num_heads, D // self.num_heads).permute(
-            2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(N, L, D))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
 class MSMMAEEncoder(nn.Module):
     """The MSM-MAE ViT encoder on fixed units of ``unit_frames`` spectrogram frames.
 
@@ -149,14 +91,15 @@ class MSMMAEEncoder(nn.Module):
         self.n_mels, self.unit_frames, self.patch_size = n_mels, unit_frames, (pf, pt)
         self.grid = (n_mels // pf, unit_frames // pt)          # (frequency, time) patches per unit
         self.embed_dim, self.use_cls_token = embed_dim, use_cls_token
-        self.patch_embed = PatchEmbed(self.patch_size, embed_dim)
+        self.patch_embed = PatchEmbed(embed_dim, self.patch_size)
         n_tok = self.grid[0] * self.grid[1] + (1 if use_cls_token else 0)
         # fixed (not trained) sin-cos embedding; the checkpoints store it, so it is loaded with them
         self.pos_embed = nn.Parameter(sincos_pos_embed_2d(embed_dim, self.grid, use_cls_token)[None],
                                       requires_grad=False)
         if use_cls_token:
             self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, norm_eps) for _ in range(depth)])
+        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, int(embed_dim * mlp_ratio), norm_eps, bias="qv")
+                                     for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         assert self.pos_embed.shape[1] == n_tok
         d = self.grid[0] * embed_dim
