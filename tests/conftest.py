@@ -1,6 +1,7 @@
 """Shared fixtures. Tests that need ../shared (official weights, golden outputs, real recordings)
 skip cleanly when it is absent; everything else runs on data the tests make themselves."""
 
+import math
 import os
 from pathlib import Path
 
@@ -47,6 +48,126 @@ def shared_audio():
 def rel_err(a, b):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+# ---------------- the same arithmetic in other batch shapes ----------------
+
+EPS32 = float(torch.finfo(torch.float32).eps)        # 2**-23 = 1.19e-7; unit roundoff u = EPS32 / 2
+
+
+def same_arithmetic_bound(ref, fan_in: int, depth: int) -> float:
+    """How far two float32 evaluations of the same network may differ when only the batch shape
+    (batch size, padding, pieces, threads, the CPU's kernels) changes: ``depth * sqrt(fan_in) * EPS32
+    * max|ref|``.
+
+    Why. Changing the batch shape changes how the kernels (GEMM / convolution blocking, SIMD lane
+    width: AVX2 vs AVX-512, FMA, how the work is split over threads) group the terms of every sum;
+    the mathematical result is the same, the float32 rounding is not. One output of a layer,
+    ``y = sum_k t_k`` over a fan-in of ``K`` terms, is built by ``K`` additions, each rounded with an
+    error of at most ``u |s_j|`` (``u = EPS32 / 2``, ``s_j`` the running partial sum). For a layer's
+    mixed-sign terms the partial sums stay at the scale of the outputs (``max|y|``), so
+    * worst case (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., sec. 4.2), every
+      error of the same sign: ``|y_1 - y_2| <= 2 (K - 1) u max|y| ~ K EPS32 max|y|``;
+    * in practice (independent rounding errors of random sign: Higham & Mary, SIAM J. Sci. Comput.
+      41(5), 2019, probabilistic error analysis): a random walk of ``K`` steps, standard deviation
+      ``u sqrt(K / 2) rms(y)`` per order, ``u sqrt(K) rms(y)`` for the difference of two orders. The
+      largest of ``N ~ 1e4..1e6`` compared outputs lies ``sqrt(2 ln N) ~ 4.3..5.3`` standard deviations
+      out, ``~ 2.2..2.6 EPS32 sqrt(K) rms(y)``: about ``EPS32 sqrt(K) max|y|``, as ``max|y|`` is 2..8
+      ``rms(y)`` for these networks' outputs.
+    Through a network the errors compound: each of ``depth`` accumulating layers (convolution,
+    linear, attention product, the front end's mel projection) adds its own and passes the earlier
+    ones on at the relative scale of its output (BatchNorm / LayerNorm keep activations at unit scale).
+    Independent layers' errors would add in quadrature (``sqrt(depth)``); adding the layers' bounds
+    linearly gives a margin of ``sqrt(depth)`` (2.2..8.6 here) and room for layers that amplify a
+    relative error (a LayerNorm of a low-variance token, a sharp softmax). With ``fan_in`` the
+    largest fan-in along the path (see :func:`accumulations`) this gives the bound above: the
+    probabilistic ``sqrt(K)``, not the worst-case ``K``, which for ``K`` in the thousands would be
+    50..110 times looser and let a small leak through.
+
+    A batching bug is of another order: padding that leaks into a clip, a missing length mask or a
+    wrong row changes outputs by a fraction of their own scale, thousands of times this bound
+    (``tests/test_same_arithmetic.py`` shows it fail on such a leak by 1800..18000 x). Measured on one
+    CPU with AVX-512, AVX2 and baseline (``ATEN_CPU_CAPABILITY=default``) kernels, 1 and 2 threads, the
+    tests' differences stay below 0.05 of it.
+    Only for the same arithmetic in another batch shape or order; comparisons with original
+    implementations keep their own tolerances.
+    """
+    ref = np.asarray(ref, dtype=np.float64)
+    return depth * math.sqrt(fan_in) * EPS32 * float(np.abs(ref).max())
+
+
+def accumulations(enc, layer=None):
+    """``(fan_in, depth)`` of :func:`same_arithmetic_bound` for an encoder's path from the waveform to
+    ``layer`` (default: its deepest layer), read from its modules: the accumulating layers (sums of
+    products) in sequence and the largest number of terms one of them sums.
+
+    * the front end's mel projection: one term per frequency bin (``fb`` rows);
+    * a CNN (BYOL-A, VGGish): each convolution (in-channels x kernel height x width), each linear
+      layer (in-features), up to ``layer``;
+    * a ViT (MSM-MAE, AST): the patch projection (16 x 16), then per block the qkv projection (width),
+      the attention scores (head width), the attention-weighted sum (tokens of a window), the output
+      projection (width) and the two MLP layers (width, hidden).
+    """
+    from torch import nn
+
+    net = enc.network
+    ks = [int(enc.frontend.fb.shape[0])]
+    blocks = getattr(net, "blocks", None)
+    if blocks is not None:
+        n = len(blocks) if layer in (None, "output") else int(layer[len("block"):])
+        if hasattr(net, "f_patches"):                                   # AST: cls + dist + patches
+            tokens = net.f_patches * net.t_patches + 2
+        else:                                                           # MSM-MAE: (cls) + patches
+            tokens = net.grid[0] * net.grid[1] + int(net.use_cls_token)
+        proj = net.patch_embed.proj
+        ks.append(proj.in_channels * math.prod(proj.kernel_size))
+        for blk in blocks[:n]:
+            a, m = blk.attn, blk.mlp
+            heads = getattr(a, "heads", None) or a.num_heads
+            ks += [a.qkv.in_features, a.qkv.in_features // heads, tokens, a.proj.in_features,
+                   m.fc1.in_features, m.fc2.in_features]
+    else:
+        if enc.card.family == "vggish":
+            from audio_repr.models.vggish import FUSION_SOURCES, LAYER_NAMES
+
+            seq = list(net.features) + list(net.embeddings)
+            stop = len(seq) if layer is None else LAYER_NAMES.index(FUSION_SOURCES.get(layer, layer)) + 1
+        else:                                                           # BYOL-A: blocks of 4, fc
+            seq = list(net.features) + list(net.fc)
+            conv = {f"conv{i + 1}": 4 * (i + 1) for i in range(net.n_conv)}
+            stop = conv.get(layer, len(net.features) + 2 if layer == "fc1" else len(seq))
+        for mod in seq[:stop]:
+            if isinstance(mod, nn.Conv2d):
+                ks.append(mod.in_channels // mod.groups * math.prod(mod.kernel_size))
+            elif isinstance(mod, nn.Linear):
+                ks.append(mod.in_features)
+    return max(ks), len(ks)
+
+
+def same_arithmetic_ratio(got, ref, fan_in: int, depth: int) -> float:
+    """``max|got - ref| / same_arithmetic_bound(ref, fan_in, depth)``: below 1 when the two differ by
+    float32 reordering only. With ``AUDIO_REPR_TOLERANCE_LOG=path`` each ratio is appended to ``path``
+    (test, fan-in, depth, observed difference, bound, ratio) to see the margins on a given CPU."""
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    bound = same_arithmetic_bound(ref, fan_in, depth)
+    diff = float(np.abs(got - ref).max()) if got.size else 0.0
+    ratio = diff / bound if bound > 0 else (0.0 if diff == 0 else math.inf)
+    log = os.environ.get("AUDIO_REPR_TOLERANCE_LOG")
+    if log:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+        with open(log, "a") as f:
+            f.write(f"{test}\t{fan_in}\t{depth}\t{diff:.3e}\t{bound:.3e}\t{ratio:.4f}\n")
+    return ratio
+
+
+def assert_same_arithmetic(got, ref, fan_in: int, depth: int, *, what: str = "") -> None:
+    """Assert ``got`` equals ``ref`` up to float32 reordering (:func:`same_arithmetic_bound`)."""
+    got, ref = (x.detach().cpu().numpy() if torch.is_tensor(x) else x for x in (got, ref))
+    ratio = same_arithmetic_ratio(got, ref, fan_in, depth)
+    assert ratio <= 1.0, (f"{what}: max |difference| is {ratio:.3g} x the float32 reordering bound "
+                          f"(fan-in {fan_in}, depth {depth}, bound "
+                          f"{same_arithmetic_bound(ref, fan_in, depth):.3g})")
 
 
 def cosine(a, b):
