@@ -142,7 +142,7 @@ def test_fbank_equals_transformers_feature_extractor_on_real_audio(shared_audio)
 
 def test_fbank_geometry_and_kaldi_filters():
     fe = A.build_frontend(get_card("ast-audioset"))
-    assert (fe.win_length, fe.hop_length, fe.fft_size, fe.n_fft) == (400, 160, 512, 400)
+    assert (fe.win_length, fe.hop_length, fe.fft_size, fe.frame_length) == (400, 160, 512, 400)
     assert fe.frames_for(399) == 0 and fe.frames_for(400) == 1 and fe.frames_for(160000) == 998
     assert fe.min_samples(1) == 400 and fe.frames_for(fe.min_samples(98)) == 98
     assert fe.frame_offset_ms == 12.5

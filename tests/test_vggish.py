@@ -349,11 +349,21 @@ def test_postprocessor_equals_tf(enc, pca, tmp_path, fmt):
     assert "postprocessed" not in enc.layer_names
 
 
-def test_postprocessor_file_from_the_cache_and_unsafe_files_refused(enc, pca, tmp_path):
+def test_postprocessor_file_from_the_cache_and_unsafe_files_refused(enc, pca, tmp_path, monkeypatch):
+    import copy
+    import hashlib
+
     from audio_repr import weights as W
 
     W.cache_dir().mkdir(parents=True, exist_ok=True)
-    _save_numpy_pickle(pca, W.cache_dir() / "vggish_pca_params-970ea276.pth")
+    ours = W.cache_dir() / "vggish_pca_params-970ea276.pth"
+    _save_numpy_pickle(pca, ours)
+    # the cache is verified: this test's file passes only once the manifest pins its own hash prefix
+    with pytest.raises(W.HashMismatchError, match="970ea276"):
+        V.enable_postprocessor(enc)
+    man = copy.deepcopy(W.manifest())
+    man["models"]["vggish-pca"]["sha256_prefix"] = hashlib.sha256(ours.read_bytes()).hexdigest()[:8]
+    monkeypatch.setattr(W, "manifest", lambda: man)
     V.enable_postprocessor(enc)                              # found through the manifest entry "vggish-pca"
     assert "postprocessed" in enc.layer_names
     V.disable_postprocessor(enc)
