@@ -113,7 +113,7 @@ def _cmd_info(args) -> int:
     fe = enc.frontend
     entry = manifest()["models"].get(c.name, {})
     frontend = {"type": type(fe).__name__, **dict(c.frontend),
-                "window_samples": fe.n_fft, "hop_samples": fe.hop_length,
+                "window_samples": fe.frame_length, "hop_samples": fe.hop_length,
                 "frame_offset_ms": getattr(fe, "frame_offset_ms", 0.0)}
     status = cache_status(c.name) if entry else "absent"
     info = {
@@ -470,6 +470,10 @@ def _load_for(args, seed: int = 0):
 def _cmd_evaluate(args) -> int:
     from .evaluate import evaluate
 
+    if args.C is not None and args.probe != "logistic":
+        raise ValueError("--C sets the logistic probe's regularisation: use it with --probe logistic")
+    if args.C is not None and not args.C > 0:
+        raise ValueError(f"--C must be positive, got {args.C}")
     _check_layers(args)
     if args.device is not None:
         import audio_repr
@@ -478,9 +482,13 @@ def _cmd_evaluate(args) -> int:
 
     # a random baseline draws its own network for each probe seed (the mean is then not one draw's luck)
     enc = (lambda seed: _load_for(args, seed)) if args.random_init else _load_for(args)
+    extra = {"seeds": args.seeds} if args.seeds is not None else {}
+    probe_kwargs = {"C": args.C} if args.C is not None else {}
     res = evaluate(enc, args.csv, layers=args.layers, batch_size=args.batch_size,
                    cache=Path(args.cache) if args.cache else None, progress=not args.quiet,
-                   fold_column=args.folds_from, calibrate=args.calibrate, unit_sec=args.unit_sec)
+                   fold_column=args.folds_from, calibrate=args.calibrate, unit_sec=args.unit_sec,
+                   probe=args.probe, file_column=args.file_column, label_column=args.label_column,
+                   audio_dir=args.audio_dir, **extra, **probe_kwargs)
     if args.calibrate and not args.random_init:
         print(f"normalisation statistics calibrated on the dataset: mean {enc.norm_stats[0]:.4f}, "
               f"std {enc.norm_stats[1]:.4f}")
@@ -488,7 +496,9 @@ def _cmd_evaluate(args) -> int:
     if args.json:
         Path(args.json).write_text(res.to_json(
             layers=args.layers, csv=str(args.csv), calibrated=args.calibrate, folds_from=args.folds_from,
-            unit_sec=args.unit_sec, weights="random-init" if args.random_init else (args.weights or "default")))
+            unit_sec=args.unit_sec, weights="random-init" if args.random_init else (args.weights or "default"),
+            file_column=args.file_column, label_column=args.label_column, audio_dir=args.audio_dir,
+            probe_settings={"C": args.C if args.C is not None else 1.0} if args.probe == "logistic" else None))
     return 0
 
 
@@ -526,6 +536,16 @@ def _positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {v}")
     return v
+
+
+def _seed_list(text: str) -> List[int]:
+    try:
+        seeds = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed is repeated in {text!r}")
+    return seeds
 
 
 def _model_args(q, default_model=None):
@@ -575,6 +595,17 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("evaluate", help="linear-probe accuracy on a file,label[,fold|split] CSV")
     q.add_argument("csv")
     _model_args(q)
+    q.add_argument("--probe", choices=["evar", "logistic"], default="evar",
+                   help="evar: one linear layer, Adam, early stopping on a validation holdout (default); "
+                        "logistic: standardise + L2 logistic regression (L-BFGS), deterministic. "
+                        "Both reuse one --cache")
+    q.add_argument("--C", type=float, default=None, help="inverse L2 strength of --probe logistic (default 1.0)")
+    q.add_argument("--seeds", type=_seed_list, default=None, metavar="S1,S2,...",
+                   help="probe seeds (and random draws with --random-init); default 42,43,44")
+    q.add_argument("--file-column", default="file", metavar="NAME", help="the CSV column of audio paths (default file)")
+    q.add_argument("--label-column", default="label", metavar="NAME", help="the CSV column of labels (default label)")
+    q.add_argument("--audio-dir", metavar="DIR",
+                   help="folder the CSV's paths are relative to (relative to the CSV's folder; default that folder)")
     q.add_argument("--batch-size", type=_positive_int, default=32)
     q.add_argument("--cache", help="folder to cache the embeddings in")
     q.add_argument("--json", help="also write the result as JSON")

@@ -300,3 +300,190 @@ def test_explicit_valid_split_keeps_the_probe_numbers(tmp_path, monkeypatch, one
     want = [linear_probe(X32[s == "train"], y[s == "train"], X32[s == "valid"], y[s == "valid"],
                          X32[s == "test"], y[s == "test"], seed=seed) for seed in (42, 43)]
     assert res.per_seed["test"] == want
+
+
+# --- issue 12: the logistic probe, both probes on one cache, EVAR's tie rule, CSV column mapping ----------
+
+def test_fit_logistic_matches_scikit_learn():
+    """The dependency-free L-BFGS fit minimises scikit-learn's LogisticRegression objective: converged, both
+    give the same weights and probabilities (sklearn's coef_ is [K, D], ours [D, K])."""
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    X, labels = _clusters(4, 40, dim=10, sep=1.5, seed=3)
+    y = np.array([int(s[1:]) for s in labels])
+    Xs, = ev._standardise(X)
+    for C in (1.0, 0.05):
+        W, b = ev.fit_logistic(Xs, y, 4, C=C, tol=1e-9)
+        ref = sklearn.LogisticRegression(C=C, tol=1e-10, max_iter=5000).fit(Xs, y)
+        assert np.abs(W.T - ref.coef_).max() < 1e-4 * np.abs(ref.coef_).max()
+        logits = Xs @ W + b
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        assert np.abs(p - ref.predict_proba(Xs)).max() < 1e-5
+    W_weak, _ = ev.fit_logistic(Xs, y, 4, C=1.0, tol=1e-9)
+    assert np.abs(W).max() < 0.5 * np.abs(W_weak).max()       # C 0.05 against 1: the penalty acts
+
+
+def test_logistic_probe_learns_and_ignores_scale(one_thread):
+    X, labels = _clusters(5, 60, dim=12, sep=5.0)
+    y = np.array([int(s[1:]) for s in labels])
+    idx = np.random.default_rng(1).permutation(len(y))
+    tr, te = idx[:200], idx[200:]
+    acc = ev.logistic_probe(X[tr], y[tr], X[te], y[te])
+    assert acc > 0.95
+    scaled = X * np.geomspace(1e-3, 1e3, X.shape[1]) + 50.0   # standardised first: column scales do not matter
+    assert ev.logistic_probe(scaled[tr], y[tr], scaled[te], y[te]) == pytest.approx(acc, abs=1e-9)
+    shuffled = np.random.default_rng(2).permutation(y)
+    assert ev.logistic_probe(X[tr], shuffled[tr], X[te], shuffled[te]) < 0.4   # chance is 0.2
+    with pytest.raises(ValueError, match="C must be positive"):
+        ev.fit_logistic(X, y, C=0.0)
+
+
+def test_evaluate_logistic_probe_is_deterministic_and_uses_all_training_rows(tmp_path, monkeypatch, one_thread):
+    X, labels = _clusters(3, 30, sep=3.0)
+    folds = [str(i % 3 + 1) for i in range(len(labels))]
+    csv, embedded = _feature_dataset(tmp_path, monkeypatch, X, labels, folds)
+    calls = []
+    real = ev.logistic_probe
+
+    def spy(Xtr, ytr, Xte, yte, **kw):
+        calls.append((len(ytr), len(yte), kw))
+        return real(Xtr, ytr, Xte, yte, **kw)
+
+    monkeypatch.setattr(ev, "logistic_probe", spy)
+    res = evaluate(_Fixed(), csv, probe="logistic", C=0.5)
+    assert res.probe == "logistic" and res.deterministic and res.dims == 12
+    assert [c[:2] for c in calls] == [(60, 30)] * 3 and all(c[2] == {"C": 0.5} for c in calls)  # one fit per fold, no holdout
+    assert all(v == [v[0]] * 3 for v in res.per_seed.values()) and res.std == 0.0
+    assert res.mean > 0.9 and "logistic regression" in res.report() and "±" not in res.report()
+    assert res.as_dict()["probe"] == "logistic" and res.as_dict()["deterministic"] is True
+    with pytest.raises(ValueError, match="unknown probe 'svm'"):
+        evaluate(_Fixed(), csv, probe="svm")
+
+
+def test_logistic_probe_needs_no_validation_rows(tmp_path, monkeypatch):
+    """A class with a single training row cannot give a validation row (the EVAR probe refuses), but the
+    logistic probe holds nothing out: it runs, with the small-data warning."""
+    X, labels = _clusters(3, 8)
+    labels, X = labels[:-6], X[:-6]                            # c2 keeps two rows: one to train, one to test
+    split = ["train"] * len(labels)
+    split[0] = split[8] = split[-1] = "test"
+    csv, _ = _feature_dataset(tmp_path, monkeypatch, X, labels, split, kind="split")
+    with pytest.raises(ValueError, match=r"at least 2 training rows.*'c2' \(1\)"):
+        evaluate(_Fixed(), csv)
+    with pytest.warns(UserWarning, match=r"only 1 training rows, fewer than 5") as got:
+        res = evaluate(_Fixed(), csv, probe="logistic", seeds=(1,))
+    assert not any("after the validation holdout" in str(w.message) for w in got)
+    assert list(res.folds) == ["test"]
+
+
+def test_linear_probe_keeps_the_later_weights_on_a_tie(one_thread):
+    """EVAR's early stopping counts a tie with the best validation accuracy as the best. The validation rows
+    here are one point with both labels, so every epoch ties at 50 %: the probe must train on to
+    ``max_epochs`` and keep the last weights (a strict rule stops after ``patience`` epochs and restores the
+    first epoch's weights, which are near chance on the test rows)."""
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 2, n)
+        X = rng.standard_normal((n, 32))
+        X[:, 0] += 1.5 * (2 * y - 1)
+        return X, y
+
+    (Xtr, ytr), (Xte, yte) = make(400), make(400)
+    Xva, yva = np.repeat(rng.standard_normal((1, 32)), 2, axis=0), np.array([0, 1])
+    for seed in (42, 43):
+        assert linear_probe(Xtr, ytr, Xva, yva, Xte, yte, seed=seed, patience=5, max_epochs=100, lr=1e-2) > 0.85
+
+
+def _esc50_like(root, per_class=6):
+    """A CSV in ESC-50's own layout (filename, fold, target, category) with the audio in a sub-folder."""
+    audio = root / "audio" / "16000"
+    audio.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for ci, f in enumerate([300, 1200, 3000]):
+        for k in range(per_class):
+            t = np.arange(8000) / 16000
+            x = 0.3 * np.sin(2 * np.pi * f * t) + 0.05 * rng.standard_normal(len(t))
+            name = f"{k % 3 + 1}-{ci}{k}-A-{ci}.wav"
+            sf.write(audio / name, x.astype(np.float32), 16000)
+            rows.append(f"{name},{k % 3 + 1},{ci},tone{ci},False")
+    csv = root / "meta.csv"
+    csv.write_text("filename,fold,target,category,esc10\n" + "\n".join(rows) + "\n")
+    return csv
+
+
+def test_read_dataset_maps_columns_and_audio_folder(tmp_path):
+    csv = _esc50_like(tmp_path)
+    files, labels, groups, kind = read_dataset(csv, "fold", file_column="filename", label_column="category",
+                                               audio_dir="audio/16000")
+    assert kind == "fold" and len(files) == 18 and all(f.is_file() for f in files)
+    assert files[0] == tmp_path / "audio" / "16000" / "1-00-A-0.wav"
+    assert labels[:2] == ["tone0", "tone0"] and groups[:3] == ["1", "2", "3"]
+    _, targets, _, _ = read_dataset(csv, file_column="filename", label_column="target")
+    assert targets[-1] == "2"
+    with pytest.raises(ValueError, match=r"'file' and 'label'.*missing 'file', 'label'"):
+        read_dataset(csv)
+    with pytest.raises(ValueError, match=r"missing 'name'.*columns: \['filename', 'fold'"):
+        read_dataset(csv, file_column="name", label_column="category")
+
+
+def test_both_probes_share_one_cache_and_one_calibration(tmp_path, monkeypatch, one_thread):
+    """The embeddings and the dataset statistics are computed once: the second probe reads both from the
+    cache, and the random draws of a baseline share one calibration (it depends on the front end only)."""
+    csv = _esc50_like(tmp_path)
+    cols = dict(fold_column="fold", file_column="filename", label_column="category", audio_dir="audio/16000",
+                cache=tmp_path / "cache", calibrate=True, seeds=(5, 6))
+    calibrations, embeds = [], []
+    real_cal, real_embed = audio_repr.Encoder.calibrate, audio_repr.Encoder.embed
+
+    def count_cal(self, *a, **k):
+        calibrations.append(self)
+        return real_cal(self, *a, **k)
+
+    def count_embed(self, *a, **k):
+        embeds.append(self)
+        return real_embed(self, *a, **k)
+
+    monkeypatch.setattr(audio_repr.Encoder, "calibrate", count_cal)
+    monkeypatch.setattr(audio_repr.Encoder, "embed", count_embed)
+    drawn = []
+
+    def random_encoder(seed):
+        torch.manual_seed(seed)
+        drawn.append(audio_repr.load("byola-v1-512", pretrained=False))
+        return drawn[-1]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ev.SmallDataWarning)
+        a = evaluate(random_encoder, csv, lr=1e-2, **cols)
+        assert len(calibrations) == 1 and len(embeds) == 2           # one calibration, one embedding per draw
+        assert drawn[0].norm_stats == drawn[1].norm_stats != (-5.4919195, 5.0389895)
+        fresh = audio_repr.load("byola-v1-512", pretrained=False)
+        assert real_cal(fresh, [str(f) for f in read_dataset(csv, file_column="filename", label_column="category",
+                                                              audio_dir="audio/16000")[0]]) == \
+            pytest.approx(drawn[1].norm_stats, rel=1e-12)
+        calibrations.clear(), embeds.clear()
+        b = evaluate(random_encoder, csv, probe="logistic", **cols)
+    assert calibrations == [] and embeds == []                       # all from the cache
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2 and len(list((tmp_path / "cache").glob("*.json"))) == 1
+    assert a.probe == "evar" and b.probe == "logistic" and not b.deterministic   # random draws: one fit per draw
+    assert a.mean > 0.6 and b.mean > 0.6                             # three tones: chance is 1/3
+
+
+def test_evaluate_cli_probe_columns_and_seeds(tmp_path):
+    csv = _esc50_like(tmp_path)
+    base = [sys.executable, "-m", "audio_repr.cli", "evaluate", str(csv), "--model", "byola-v1-512", "--random-init",
+            "-q", "--file-column", "filename", "--label-column", "category", "--audio-dir", "audio/16000"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(base + ["--probe", "logistic", "--seeds", "7", "--C", "0.5", "--json", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["probe"] == "logistic" and r["seeds"] == [7] and list(r["folds"]) == ["fold 1", "fold 2", "fold 3"]
+    assert r["probe_settings"] == {"C": 0.5} and r["file_column"] == "filename" and r["dims"] == 512
+    assert r["mean"] > 0.6 and "logistic regression probe" in out.stdout
+    bad = subprocess.run(base + ["--C", "2"], capture_output=True, text=True, env=env, timeout=600)
+    assert bad.returncode == 1 and "--probe logistic" in bad.stderr
+    bad = subprocess.run(base + ["--seeds", "1,x"], capture_output=True, text=True, env=env, timeout=600)
+    assert bad.returncode == 2 and "--seeds" in bad.stderr
