@@ -12,13 +12,13 @@ from typing import List, Optional, Union
 import torch
 
 from .audio import AudioError, TruncatedAudioWarning, load_audio
-from .encoder import Embedding, Encoder
-from .registry import ModelCard, UnknownModelError, get_card, list_models
+from .inference import Embedding, Encoder
+from .registry import ModelCard, Normalisation, UnknownModelError, get_card, list_models
 from .weights import HashMismatchError, WeightsError, WeightsNotFoundError
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "check_device", "list_models", "Encoder", "Embedding", "load_audio", "get_card", "ModelCard",
+__all__ = ["load", "check_device", "list_models", "Encoder", "Embedding", "load_audio", "get_card", "ModelCard", "Normalisation",
            "AudioError", "TruncatedAudioWarning", "UnknownModelError", "WeightsError", "WeightsNotFoundError",
            "HashMismatchError"]
 
@@ -123,16 +123,11 @@ def load(name: str, *, weights=None, device: Optional[Union[str, torch.device]] 
     dtype = _resolve_dtype(dtype)
     card = get_card(name)
     fam = family(card.family)
-    frontend = fam.build_frontend(card)
-    network = fam.build_network(card.arch)
+    frontend = fam.build_frontend(**card.frontend)
+    network = fam.build_network(**card.arch)
     if pretrained:
         path = W.resolve(card.name, weights)
-        loader = getattr(fam, "load_weights", None)
-        if loader is not None:
-            state = loader(path)
-        else:
-            state = fam.convert_state_dict(W.load_checkpoint(path))
-        _load_state(network, state, path, card.name)
+        _load_state(network, fam.load_state(path), path, card.name)
     elif weights is not None:
         raise ValueError("weights= was given together with pretrained=False; drop one of them")
     enc = Encoder(card, frontend, network)

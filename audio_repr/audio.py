@@ -543,12 +543,3 @@ def get_resampler(name: str):
         return RESAMPLERS[name]
     except KeyError:
         raise ValueError(f"unknown resampler {name!r}; known: {sorted(RESAMPLERS)}") from None
-
-
-def pad_stack(wavs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, List[int]]:
-    """Right-pad 1-D tensors with zeros into [B, max_len]; returns the batch and true lengths."""
-    lengths = [int(w.shape[-1]) for w in wavs]
-    out = wavs[0].new_zeros((len(wavs), max(lengths)))
-    for i, w in enumerate(wavs):
-        out[i, : lengths[i]] = w
-    return out, lengths

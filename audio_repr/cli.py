@@ -106,21 +106,24 @@ def _cmd_list(args) -> int:
 
 def _cmd_info(args) -> int:
     import audio_repr
-    from .weights import cache_status, manifest
+    from .weights import WeightsError, cache_status, manifest_entry
 
     enc = audio_repr.load(args.name, pretrained=False)
     c = enc.card
     fe = enc.frontend
-    entry = manifest()["models"].get(c.name, {})
+    try:
+        entry = manifest_entry(c.name)
+    except WeightsError:
+        entry = {}
     frontend = {"type": type(fe).__name__, **dict(c.frontend),
                 "window_samples": fe.frame_length, "hop_samples": fe.hop_length,
-                "frame_offset_ms": getattr(fe, "frame_offset_ms", 0.0)}
+                "frame_offset_ms": fe.frame_offset_ms}
     status = cache_status(c.name) if entry else "absent"
     info = {
         "name": c.name, "family": c.family, "description": c.description, "sample_rate": c.sample_rate,
         "frame_hop_ms": enc.frame_hop_ms(), "output_layer": c.default_layer, "layers": enc.layer_dims,
         "fusion_layers": list(c.fusion_layers), "fusion_size": enc.output_size("fusion"),
-        "frontend": frontend, "normalisation": c.norm, "norm_stats": list(c.norm_stats),
+        "frontend": frontend, "normalisation": c.to_dict()["normalisation"],
         "resampler": c.resampler, "weights": entry,
         "cached": status in ("verified", "unpinned"), "cache_status": status,
         "licence": c.licence, "citation": c.citation, "paper": c.paper, "published": dict(c.published),
@@ -140,18 +143,17 @@ def _cmd_download(args) -> int:
         path = download(key, force=args.force)
         print(f"{key}: {path}")
         for extra, entry in extras.items():
-            if extra.startswith(key + "-") and extra not in args.names:
+            mine = key not in extras and get_card(entry["for"]).weights == get_card(key).weights
+            if mine and extra not in args.names:
                 print(f"  (optional companion file: audio-repr download {extra}  # {entry['format'].split(' (')[0]})")
     return 0
 
 
 def _extra_files() -> dict:
     """Manifest entries that are not models (files some models can use, e.g. VGGish's PCA)."""
-    from .registry import list_models
-    from .weights import manifest
+    from .weights import companion_files
 
-    models = set(list_models())
-    return {k: v for k, v in manifest()["models"].items() if k not in models}
+    return companion_files()
 
 
 RUN_RECORD = "audio-repr-run.json"   # what produced an output folder (compared when a run resumes)
@@ -196,30 +198,23 @@ def consolidate(out_dir: Path, files: List[Tuple[Path, Path]], dest: Path) -> Pa
 def _atomic_savez(dest: Path, **arrays) -> None:
     import numpy as np
 
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from ._io import atomic_write
+
+    with atomic_write(dest) as f:
+        np.savez(f, **arrays)
 
 
 def _prepare_out_dir(out_dir: Path) -> Tuple[List[Path], bool]:
     """Create ``out_dir`` if needed and prove it writable, before any long work.
-    Returns the folders this call created (innermost last) and whether the folder's file system
+    Returns the folders this call created (outermost first) and whether the folder's file system
     ignores letter case (then two outputs differing only in case would collide)."""
+    from ._io import make_dirs, remove_empty
+
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} is a file, not a folder")
-    created = []
-    p = out_dir.absolute()
-    while not p.exists():
-        created.append(p)
-        p = p.parent
-    created.reverse()
+    created: List[Path] = []
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        created = make_dirs(out_dir)
         fd, probe = tempfile.mkstemp(prefix=".audio-repr-probe-", dir=out_dir)
         os.close(fd)
         try:
@@ -227,17 +222,9 @@ def _prepare_out_dir(out_dir: Path) -> Tuple[List[Path], bool]:
         finally:
             os.unlink(probe)
     except OSError as e:
-        _remove_empty(created)
+        remove_empty(created)
         raise OSError(f"cannot write to the output folder {out_dir}: {e.strerror or e}") from e
     return created, case_insensitive
-
-
-def _remove_empty(folders: List[Path]) -> None:
-    for d in reversed(folders):
-        try:
-            d.rmdir()
-        except OSError:
-            break
 
 
 def _state_digest(module) -> str:
@@ -258,8 +245,9 @@ def _state_digest(module) -> str:
 def _run_settings(enc, layers: List[str], args) -> dict:
     import audio_repr
 
-    mean, std = enc.norm_stats
-    norm = {"mode": enc.norm_mode} if enc.norm_mode == "per_clip" else {"mode": enc.norm_mode, "mean": mean, "std": std}
+    n = enc.normalisation
+    norm = ({"mode": "per_clip", "scale": n.scale} if n.per_clip
+            else {"mode": "fixed", "mean": n.mean, "std": n.std, "scale": n.scale})
     return json.loads(json.dumps({
         "model": enc.name,
         "weights": _state_digest(enc.network),
@@ -315,6 +303,8 @@ def _durations(files: List[Tuple[Path, Path]]) -> List[float]:
 def _cmd_embed(args) -> int:
     import audio_repr
 
+    from ._io import atomic_write, remove_empty
+
     # everything a user can get wrong is checked before the model is loaded or any audio read
     files = _collect(args.paths)
     if not files:
@@ -345,15 +335,15 @@ def _cmd_embed(args) -> int:
         settings = _run_settings(enc, layers, args)
         _check_resume(out_dir, settings, outputs, args.overwrite)
     except BaseException:
-        _remove_empty(created)
+        remove_empty(created)
         raise
     for stale in out_dir.rglob(".*.part"):       # left by a run that was killed mid-write
         stale.unlink()
     log = out_dir / "failures.log"
     if log.exists():                              # it describes one run: the last
         log.unlink()
-    (out_dir / f".{RUN_RECORD}.part").write_text(json.dumps(settings, indent=2), encoding="utf-8")
-    os.replace(out_dir / f".{RUN_RECORD}.part", out_dir / RUN_RECORD)
+    with atomic_write(out_dir / RUN_RECORD, "w", encoding="utf-8") as f:
+        json.dump(settings, f, indent=2)
 
     todo = [(f, rel, o) for (f, rel), o in zip(files, outputs) if args.overwrite or not o.is_file()]
     skipped = len(files) - len(todo)
@@ -411,9 +401,8 @@ def _cmd_embed(args) -> int:
         path = consolidate(out_dir, files, out_dir / args.consolidate)
         print(f"consolidated {len(files) - len(failures)} file(s) into {path}", file=sys.stderr)
     if failures:
-        tmp = out_dir / ".failures.log.part"
-        tmp.write_text("".join(f"{f}\t{msg}\n" for f, msg in failures), encoding="utf-8")
-        os.replace(tmp, log)
+        with atomic_write(log, "w", encoding="utf-8") as fh:
+            fh.writelines(f"{f}\t{msg}\n" for f, msg in failures)
         for f, msg in failures:
             print(f"  failed: {f}: {msg}", file=sys.stderr)
         print(f"  (also written to {log})", file=sys.stderr)
@@ -439,16 +428,12 @@ def _first_clash(keys: List[str], outputs: List[Path], reserved, case_insensitiv
 
 def _check_layers(args) -> List[str]:
     """The layer names ``--layers`` selects, checked against the model's layer table without loading it."""
-    import torch
-
     from .fusion import resolve_layers
-    from .models import family
+    from .models import layer_table
     from .registry import get_card
 
     card = get_card(args.model)
-    with torch.device("meta"):              # the layer table only: no memory, no weights
-        net = family(card.family).build_network(card.arch)
-    return resolve_layers(args.layers, list(net.layer_dims), card.default_layer, card.fusion_layers)
+    return resolve_layers(args.layers, list(layer_table(card.name)), card.default_layer, card.fusion_layers)
 
 
 def _load_for(args, seed: int = 0):

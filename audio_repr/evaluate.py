@@ -42,7 +42,6 @@ import copy
 import csv
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +50,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
+
+from ._io import atomic_write
 
 __all__ = ["read_dataset", "embed_dataset", "linear_probe", "logistic_probe", "fit_logistic", "evaluate",
            "EvalResult", "SmallDataWarning", "MIN_TRAIN_PER_CLASS", "PROBES"]
@@ -205,10 +206,8 @@ def embed_dataset(encoder, files: Sequence[Path], *, layers=None, batch_size: in
     X = np.stack(out).astype(np.float32)
     if cache is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:
             np.save(f, X)
-        os.replace(tmp, path)
     return X
 
 
@@ -391,10 +390,9 @@ def _calibrate(encoder, files, unit_sec, cache: Optional[Path], memo: Dict[str, 
     memo[key] = (float(stats[0]), float(stats[1]))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-        tmp.write_text(json.dumps({"model": encoder.name, "mean": memo[key][0], "std": memo[key][1],
-                                   "clips": len(files), "unit_sec": unit_sec}))
-        os.replace(tmp, path)
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            json.dump({"model": encoder.name, "mean": memo[key][0], "std": memo[key][1], "clips": len(files),
+                       "unit_sec": unit_sec}, f)
 
 
 def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Optional[Path] = None,

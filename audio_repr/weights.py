@@ -37,13 +37,15 @@ import tempfile
 import urllib.request
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
+from ._io import make_dirs, remove_empty
+
 log = logging.getLogger("audio_repr")
 
-__all__ = ["manifest", "manifest_entry", "cache_dir", "resolve", "download", "cache_status", "cached_ok",
+__all__ = ["manifest", "manifest_entry", "companion_files", "cache_dir", "resolve", "download", "cache_status", "cached_ok",
            "load_checkpoint", "sha256_file", "WeightsError", "WeightsNotFoundError", "HashMismatchError"]
 
 
@@ -69,11 +71,36 @@ def manifest() -> Dict[str, Any]:
     raise WeightsError("weights_manifest.json is missing from the installation")
 
 
-def manifest_entry(model: str) -> Dict[str, Any]:
-    models = manifest()["models"]
-    if model not in models:
-        raise WeightsError(f"no weights are known for model {model!r}")
-    return models[model]
+def manifest_entry(name: str) -> Dict[str, Any]:
+    """The manifest's entry for a model's weights file (its card names the file; models sharing a file share
+    the entry), a companion file by its alias (``vggish-pca``) or a file by its name, with ``filename`` and
+    the ``licence`` (from the card of the model the file belongs to: the one place it is stated) added."""
+    from .registry import UnknownModelError, get_card
+
+    files = manifest()["files"]
+    key, owner = None, None
+    try:
+        card = get_card(name)
+        key, owner = card.weights, card
+    except UnknownModelError:
+        if name in files:
+            key = name
+        else:
+            key = next((k for k, e in files.items() if e.get("alias") == name), None)
+    if key is None or key not in files:
+        raise WeightsError(f"no weights are known for {name!r}")
+    entry = dict(files[key], filename=key)
+    if owner is None and entry.get("for"):
+        owner = get_card(entry["for"])
+    if owner is not None:
+        entry["licence"] = owner.licence
+    return entry
+
+
+def companion_files() -> Dict[str, Dict[str, Any]]:
+    """Files of the manifest that are not a model's weights but that some models can use, by alias
+    (e.g. ``vggish-pca``: VGGish's PCA postprocessor)."""
+    return {e["alias"]: manifest_entry(e["alias"]) for e in manifest()["files"].values() if e.get("alias")}
 
 
 def cache_dir() -> Path:
@@ -249,9 +276,11 @@ def resolve(model: str, weights: Optional[os.PathLike | str] = None, *, download
     if weights is not None:
         p = Path(weights).expanduser()
         if p.is_dir():
-            entry = manifest()["models"].get(model, {})
-            cand = p / entry.get("filename", "")
-            if entry and cand.is_file():
+            try:
+                cand = p / manifest_entry(model)["filename"]
+            except WeightsError:
+                cand = None
+            if cand is not None and cand.is_file():
                 return cand
             return p  # a folder in another format (e.g. a transformers save): the family decides
         if not p.is_file():
@@ -337,39 +366,6 @@ def _publish(tmp: str, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def _make_dirs(folder: Path) -> List[Path]:
-    """``mkdir -p folder``; returns the folders this call created itself, outermost first."""
-    missing = []
-    p = Path(os.path.abspath(folder))
-    while not p.is_dir() and p.parent != p:
-        missing.append(p)
-        p = p.parent
-    created: List[Path] = []
-    try:
-        for d in reversed(missing):
-            try:
-                d.mkdir()
-                created.append(d)
-            except FileExistsError:  # another process made it meanwhile: it is not ours to remove
-                if not d.is_dir():
-                    raise
-    except BaseException:
-        _remove_empty(created)
-        raise
-    return created
-
-
-def _remove_empty(created: List[Path]) -> None:
-    """Remove the folders a failed call created, innermost first, each only if empty."""
-    for d in reversed(created):
-        try:
-            d.rmdir()
-        except FileNotFoundError:
-            continue
-        except OSError:  # not empty: someone else is using it (and so its parents)
-            break
-
-
 @contextlib.contextmanager
 def _temp_beside(dest: Path) -> Iterator[Tuple[int, str]]:
     """An open temporary file (fd, path) in ``dest``'s folder, which is created when missing. The temporary
@@ -377,7 +373,7 @@ def _temp_beside(dest: Path) -> Iterator[Tuple[int, str]]:
     created: List[Path] = []
     try:
         for attempt in range(3):
-            created += _make_dirs(dest.parent)
+            created += make_dirs(dest.parent)
             try:
                 fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
                 break
@@ -385,7 +381,7 @@ def _temp_beside(dest: Path) -> Iterator[Tuple[int, str]]:
                 if attempt == 2:
                     raise
     except BaseException:
-        _remove_empty(created)
+        remove_empty(created)
         raise
     ok = False
     try:
@@ -395,7 +391,7 @@ def _temp_beside(dest: Path) -> Iterator[Tuple[int, str]]:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if not ok:
-            _remove_empty(created)
+            remove_empty(created)
 
 
 def _atomic_copy_verified(src: Path, dest: Path, entry: Dict[str, Any]) -> None:
@@ -451,8 +447,25 @@ def unwrap_state_dict(obj: Any, keys=("state_dict", "model")) -> Dict[str, Any]:
     return obj
 
 
-def load_checkpoint(path: os.PathLike | str) -> Any:
-    """Read a checkpoint without running pickled code (``weights_only=True`` / safetensors)."""
+class _Inert:
+    """Stands in for an object a training script pickled beside the tensors (its argparse ``args``, paths,
+    ...): built without running any of the checkpoint's code, never used."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+
+def load_checkpoint(path: os.PathLike | str, *, allow: Sequence = (), inert_others: bool = False,
+                    hint: str = "") -> Any:
+    """Read a checkpoint without running pickled code: safetensors, or ``torch.load(weights_only=True)``.
+
+    ``allow``: further globals the file may name (``torch.serialization.safe_globals`` entries, e.g. numpy's
+    array reconstruction for arrays pickled in a torch file). ``inert_others``: every other global the file
+    names is read as an inert placeholder instead of refusing the file (training checkpoints that pickle
+    their ``args``; needs torch >= 2.6). ``hint`` is added to the error."""
     path = Path(path)
     if path.suffix == ".safetensors":
         try:
@@ -463,9 +476,24 @@ def load_checkpoint(path: os.PathLike | str) -> Any:
             return load_file(str(path), device="cpu")
         except Exception as e:
             raise WeightsError(f"{path} is not a readable safetensors file: {e}") from e
+    ser = torch.serialization
+    extra = list(allow)
+    if inert_others and hasattr(ser, "get_unsafe_globals_in_checkpoint"):
+        try:
+            others = ser.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:  # not a zip-format checkpoint: let torch.load report what is wrong
+            others = []
+        extra += [(type("Inert", (_Inert,), {}), name) for name in others]
     try:
+        if extra and hasattr(ser, "safe_globals"):
+            try:
+                ctx = ser.safe_globals(extra)
+            except (AttributeError, TypeError):                  # pragma: no cover - torch < 2.6: no (obj, name)
+                ctx = ser.safe_globals([a for a in extra if not isinstance(a, tuple)])
+            with ctx:
+                return torch.load(str(path), map_location="cpu", weights_only=True)
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         raise WeightsError(f"cannot read checkpoint {path} safely (torch.load weights_only=True): "
                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
-                           "The file is corrupt, truncated, or not a PyTorch checkpoint.") from e
+                           f"The file is corrupt, truncated, or not a PyTorch checkpoint{hint}.") from e

@@ -56,10 +56,11 @@ def per_clip_loop(enc, clips):
     with torch.inference_mode():
         for c in clips:
             x = enc.frontend(c[None])
-            if enc.norm_mode == "per_clip":
-                x = (x - x.mean()) / x.std()
+            n = enc.normalisation
+            if n.per_clip:
+                x = (x - x.mean()) / (n.scale * x.std())
             else:
-                x = (x - enc.norm_mean) / enc.norm_std
+                x = (x - n.mean) / n.divisor
             out = enc.network(x.to(enc.dtype), None)[enc.card.default_layer]
             (out.mean(1) + out.amax(1)).float().cpu()
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import audio_repr
-from audio_repr.encoder import Encoder
+from audio_repr import Encoder
+from audio_repr.frontends import KaldiFbank
 from audio_repr.models import ast as A
 from audio_repr.registry import get_card
 from conftest import accumulations, assert_same_arithmetic, chirp, noise, rel_err
@@ -61,9 +62,9 @@ def small_encoder(card_name, state):
     """An Encoder with the card's geometry at the reduced width, loaded from ``state``."""
     card = get_card(card_name)
     card = dataclasses.replace(card, arch=dict(card.arch, **SMALL))
-    net = A.build_network(card.arch)
+    net = A.ASTNet(**card.arch)
     net.load_state_dict(state, strict=True)
-    return Encoder(card, A.build_frontend(card), net).eval()
+    return Encoder(card, KaldiFbank(**card.frontend), net).eval()
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def hf_layers(model, input_values, layers=(12,)):
 # front end
 # ---------------------------------------------------------------------------------------------
 def _compare_frontend(clips):
-    fe = A.build_frontend(get_card("ast-audioset"))
+    fe = KaldiFbank(**get_card("ast-audioset").frontend)
     lengths = [len(c) for c in clips]
     wavs = torch.zeros(len(clips), max(lengths))
     for i, c in enumerate(clips):
@@ -141,7 +142,7 @@ def test_fbank_equals_transformers_feature_extractor_on_real_audio(shared_audio)
 
 
 def test_fbank_geometry_and_kaldi_filters():
-    fe = A.build_frontend(get_card("ast-audioset"))
+    fe = KaldiFbank(**get_card("ast-audioset").frontend)
     assert (fe.win_length, fe.hop_length, fe.fft_size, fe.frame_length) == (400, 160, 512, 400)
     assert fe.frames_for(399) == 0 and fe.frames_for(400) == 1 and fe.frames_for(160000) == 998
     assert fe.min_samples(1) == 400 and fe.frames_for(fe.min_samples(98)) == 98
@@ -175,7 +176,7 @@ def _check_hidden_states(net, hf_model, x, tol=1e-4):
 
 def test_transformers_folder_loads_and_every_hidden_state_matches(hf_small):
     model, folder = hf_small
-    net = A.build_network(dict(get_card("ast-audioset").arch, **SMALL))
+    net = A.ASTNet(**dict(get_card("ast-audioset").arch, **SMALL))
     net.load_state_dict(A.load_weights(folder), strict=True)
     x = torch.randn(2, 1024, 128, generator=torch.Generator().manual_seed(0))
     _check_hidden_states(net.eval(), model, x)
@@ -209,7 +210,7 @@ def test_original_layout_checkpoint_loads_and_matches(hf_small, tmp_path):
     path = tmp_path / "audioset_10_10_0.4593.pth"
     torch.save(orig, path)
     state = A.load_weights(path)
-    net = A.build_network(dict(get_card("ast-audioset").arch, **SMALL))
+    net = A.ASTNet(**dict(get_card("ast-audioset").arch, **SMALL))
     net.load_state_dict(state, strict=True)
     assert all(torch.equal(state[k], v) for k, v in A.load_weights(_folder(model, tmp_path)).items())
     x = torch.randn(1, 1024, 128, generator=torch.Generator().manual_seed(1))
@@ -377,26 +378,35 @@ def test_other_geometries(name, tmp_path):
     card = get_card(name)
     model = randomise(ASTModel(hf_config(card, num_hidden_layers=2)), seed=6)
     model.save_pretrained(tmp_path)
-    net = A.build_network(dict(card.arch, **dict(SMALL, depth=2)))
+    net = A.ASTNet(**dict(card.arch, **dict(SMALL, depth=2)))
     net.load_state_dict(A.load_weights(tmp_path), strict=True)
     W = card.arch["max_frames"]
     _check_hidden_states(net.eval(), model, torch.randn(1, W, 128, generator=torch.Generator().manual_seed(2)))
     s = card.arch["tstride"]
     t0 = (W - 16) // s + 1
-    assert card.chunk_frames == t0 * s and card.chunk_frames + card.overlap_frames == W
-    assert card.norm_stats[1] == pytest.approx(2 * (5.5654526 if "speech" in name else STD))
+    tiling = net.tiling                                  # the network states its own windows
+    assert tiling.chunk_frames == t0 * s and tiling.chunk_frames + tiling.overlap_frames == W
+    n = card.normalisation
+    assert n.std == pytest.approx(5.5654526 if "speech" in name else STD) and n.scale == 2.0
+    assert n.divisor == pytest.approx(2 * n.std)
     assert net.out_frames(3 * W) == math.ceil(3 * W / s)
 
 
-def test_speechcommands_windows_of_128_frames(tmp_path):
+def _small_speechcommands(tmp_path, seed):
+    """A 2-block transformers AST with ast-speechcommands' geometry (saved in tmp_path) and our encoder of it."""
     card = get_card("ast-speechcommands")
-    model = randomise(ASTModel(hf_config(card, num_hidden_layers=2)), seed=7)
+    model = randomise(ASTModel(hf_config(card, num_hidden_layers=2)), seed=seed)
     model.save_pretrained(tmp_path)
     card = dataclasses.replace(card, arch=dict(card.arch, **dict(SMALL, depth=2)),
                                default_layer="block2", fusion_layers=("block2",))
-    net = A.build_network(card.arch)
+    net = A.ASTNet(**card.arch)
     net.load_state_dict(A.load_weights(tmp_path), strict=True)
-    enc = Encoder(card, A.build_frontend(card), net).eval()
+    enc = Encoder(card, KaldiFbank(**card.frontend), net).eval()
+    return model, enc
+
+
+def test_speechcommands_windows_of_128_frames(tmp_path):
+    model, enc = _small_speechcommands(tmp_path, seed=7)
     wav = noise(1.0, seed=20).numpy()
     e = enc.embed(wav, sr=16000)
     fe = hf_extractor(max_length=128, mean=-6.845978, std=5.5654526)
@@ -416,8 +426,8 @@ def test_cards_manifest_and_offline_message():
     for n in names:
         entry = W.manifest_entry(n)
         assert entry["hf_repo"].startswith("MIT/ast-finetuned-") and entry["licence"].startswith("BSD-3-Clause")
-        card = get_card(n)
-        assert card.clip_pooling == "token" and card.pad_value == 0.0 and card.context_frames == 0
+        net = audio_repr.load(n, pretrained=False).network
+        assert net.clip_pooling == "token" and net.tiling.pad_value == 0.0 and net.tiling.windows
     assert W.manifest_entry("ast-audioset")["hf_filename"] == "model.safetensors"
     with pytest.raises(audio_repr.WeightsNotFoundError, match="MIT/ast-finetuned-audioset-10-10-0.4593"):
         audio_repr.load("ast-audioset")
@@ -439,3 +449,18 @@ def test_random_init_dtype_and_calibrate():
     mean, std = enc.calibrate([x], sr=16000)
     feats = enc._features(x).double()
     assert mean == pytest.approx(float(feats.mean())) and enc.norm_stats[1] == pytest.approx(std)
+
+
+def test_calibrate_keeps_the_two_sigma_recipe(tmp_path):
+    """calibrate() sets the statistics, not the recipe: AST still normalises by 2 std, as the transformers
+    feature extractor does with the same mean and std (before, calibrate() stored the plain std as the
+    divisor, so AST divided by one std)."""
+    model, enc = _small_speechcommands(tmp_path, seed=8)
+    train = [noise(1.0, seed=s).numpy() * (1 + s) for s in range(3)]
+    mean, std = enc.calibrate(train, sr=16000)
+    assert enc.norm_stats == (mean, std) and enc.normalisation.divisor == pytest.approx(2 * std)
+    wav = noise(1.0, seed=30).numpy()
+    e = enc.embed(wav, sr=16000)
+    fe = hf_extractor(max_length=128, mean=mean, std=std)
+    frames, clip = hf_layers(model, fe(wav, sampling_rate=16000, return_tensors="pt")["input_values"], layers=(2,))[2]
+    assert rel_err(e.frames, frames[0, :10]) < 1e-4 and rel_err(e.clip, clip[0]) < 1e-4

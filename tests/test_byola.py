@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import audio_repr
+from audio_repr.models import Tiling
 from audio_repr.frontends import LogMelSpectrogram
 from conftest import (AUDIO, accumulations, assert_same_arithmetic, chirp, cosine, noise, peak_rss_growth_mb,
                       rel_err)
@@ -94,8 +95,9 @@ def test_long_audio_in_pieces_equals_whole(model):
     torch.manual_seed(0)
     x = noise(30.0, seed=7)
     whole = enc.embed(x, sr=16000, layers="all")
-    enc.chunk_frames, enc.context_frames = 96, 24      # many pieces, context still > receptive field
+    enc.tiling = Tiling(chunk_frames=96, context_frames=24)   # many pieces, context still > receptive field
     pieces = enc.embed(x, sr=16000, layers="all", batch_size=5)
+    assert len(enc._pieces(0, 3001)) == 32
     assert pieces.frames.shape == whole.frames.shape
     for name, (a, b) in whole.layer_slices.items():
         assert_same_arithmetic(pieces.frames[:, a:b], whole.frames[:, a:b], *accumulations(enc, name), what=name)

@@ -90,8 +90,8 @@ def test_download_model_and_companion_file_from_a_mirror(tmp_path, monkeypatch, 
     torch.save({"pca_eigen_vectors": g.standard_normal((128, 128)), "pca_means": g.standard_normal(128)}, pca)
     (mirror / "vggish-10086976.pth").write_bytes(b"not the official file")
     man = copy.deepcopy(W.manifest())
-    assert man["models"]["vggish-pca"]["sha256_prefix"] == "970ea276"
-    man["models"]["vggish-pca"]["sha256_prefix"] = hashlib.sha256(pca.read_bytes()).hexdigest()[:8]  # ours
+    assert man["files"]["vggish_pca_params-970ea276.pth"]["sha256_prefix"] == "970ea276"
+    man["files"]["vggish_pca_params-970ea276.pth"]["sha256_prefix"] = hashlib.sha256(pca.read_bytes()).hexdigest()[:8]  # ours
     monkeypatch.setattr(W, "manifest", lambda: man)
     monkeypatch.setenv("AUDIO_REPR_MIRROR", str(mirror))
     monkeypatch.setenv("AUDIO_REPR_CACHE", str(cache))
@@ -106,7 +106,7 @@ def test_download_model_and_companion_file_from_a_mirror(tmp_path, monkeypatch, 
     assert "does not start with 10086976" in capsys.readouterr().err
     assert not (cache / "vggish-10086976.pth").exists() and not list(cache.glob("*.part"))
     # fetching a model names its optional companion file
-    man["models"]["vggish"]["sha256_prefix"] = W.sha256_file(mirror / "vggish-10086976.pth")[:8]
+    man["files"]["vggish-10086976.pth"]["sha256_prefix"] = W.sha256_file(mirror / "vggish-10086976.pth")[:8]
     assert cli.main(["download", "vggish"]) == 0
     assert "audio-repr download vggish-pca" in capsys.readouterr().out
 

@@ -97,7 +97,7 @@ def _registered_frontends():
     out = {}
     for name in list_models():
         card = get_card(name)
-        out[name] = family(card.family).build_frontend(card)
+        out[name] = family(card.family).build_frontend(**card.frontend)
     return out
 
 

@@ -116,11 +116,11 @@ def test_fixed_statistics_and_calibrate(model):
     c = clips[0]
     try:
         mean, std = enc.calibrate([c, torch.from_numpy(chirp(0.7))], sr=16000)
-        assert enc.norm_mode == "fixed"
+        assert not enc.normalisation.per_clip and enc.norm_stats == (mean, std)
         ref = reference(net, c, stats=(mean, std))[0][-1]
         assert rel_err(enc.embed(c, sr=16000).frames, ref) < 1e-5
     finally:
-        enc.norm_mode = "per_clip"
+        enc.normalisation = enc.card.normalisation                  # back to per-clip statistics
 
 
 def test_frontend_is_nnaudio():
@@ -135,7 +135,7 @@ def test_frontend_is_nnaudio():
 
 @pytest.mark.parametrize("unit", [208, 512])
 def test_random_init_has_the_fixed_sincos_embedding(unit):
-    net = msm_mae.build_network(audio_repr.get_card(RELEASE[unit][0]).arch)
+    net = msm_mae.MSMMAEEncoder(**audio_repr.get_card(RELEASE[unit][0]).arch)
     assert torch.equal(net.pos_embed, mae_sincos(768, 5, unit // 16, True))
 
 
@@ -165,17 +165,19 @@ def test_release_folder_zip_and_errors(tmp_path):
 
 
 def test_cards_and_manifest():
-    manifest = json.loads((ROOT / "weights_manifest.json").read_text())["models"]
+    manifest = json.loads((ROOT / "weights_manifest.json").read_text())["files"]
     for name, unit, release in [("msm-mae-80x208", 208, "80x208p16x16_0422"),
                                 ("msm-mae-80x512", 512, "80x512p16x16_0425"),
                                 ("msm-mae-80x512-paper", 512, "80x512p16x16_paper")]:
         card = audio_repr.get_card(name)
-        assert card.family == "msm_mae" and card.arch["unit_frames"] == unit and card.clip_pooling == "mean"
-        assert card.chunk_frames == card.min_piece_frames == unit and card.context_frames == 0
-        assert card.norm == "per_clip" and card.frontend["n_fft"] == 400 and card.frontend["mel_scale"] == "slaney"
-        entry = manifest[name]
+        net = audio_repr.load(name, pretrained=False).network      # the network states its tiling and pooling
+        assert card.family == "msm_mae" and card.arch["unit_frames"] == unit and net.clip_pooling == "mean"
+        assert net.tiling.chunk_frames == net.tiling.min_piece_frames == unit and net.tiling.windows
+        assert card.normalisation.per_clip and card.frontend["n_fft"] == 400 and card.frontend["mel_scale"] == "slaney"
+        assert card.weights == f"{release}.zip"
+        entry = manifest[card.weights]
         assert entry["url"].startswith("https://github.com/nttcslab/msm-mae/releases/download/")
-        assert release in entry["url"] and entry["filename"] == f"{release}.zip"
+        assert release in entry["url"]
 
 
 def test_per_clip_statistics_of_long_audio_in_blocks():

@@ -38,15 +38,15 @@ def _alone_true_and_leaked(enc, short_s=0.8, long_s=3.1):
     fe, layer = enc.frontend, enc.card.default_layer
     n = torch.tensor([fe.frames_for(L) for L in lengths])
     stats = None
-    if enc.norm_mode == "per_clip":
+    if enc.normalisation.per_clip:                                  # (mean, divisor) per clip
         st = [enc._clip_stats(w) for w in (short, long)]
-        stats = tuple(torch.tensor([s[k] for s in st]) for k in (0, 1))
+        stats = (torch.tensor([s[0] for s in st]), torch.tensor([s[1] * enc.normalisation.scale for s in st]))
     with torch.inference_mode():
         feats = fe(wavs, lengths)
         alone = enc._network(fe(short[None], lengths[:1]), n[:1], stats and tuple(s[:1] for s in stats))
         true = enc._network(feats, n, stats)
         leaked = enc._network(feats, torch.full_like(n, int(n.max())), stats)
-        T = enc._out_frames(int(n[0]), layer)
+        T = enc.network.out_frames(int(n[0]), layer)
         return alone[layer][0, :T], true[layer][0, :T], leaked[layer][0, :T], layer
 
 

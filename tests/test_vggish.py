@@ -2,6 +2,7 @@
 torchvggish (checkpoint in its layout, random weights), layers and EUSIPCO fusion, tail handling,
 timestamps, the postprocessor and safe loading of its parameters."""
 
+import dataclasses
 import os
 import warnings
 
@@ -253,12 +254,12 @@ def test_vggish_4k(tv_ckpt):
 def test_batch_equals_alone_and_pieces(enc):
     clips = [noise(s, seed=20 + i) for i, s in enumerate([1.0, 4.3, 2.9, 0.99, 6.5])]
     batch = enc.embed(clips, sr=16000, batch_size=4, layers=["embedding", "conv4_2_relu_pooled"])
-    chunk = enc.chunk_frames
-    enc.chunk_frames = 96 * 2                                                   # many pieces
+    tiling = enc.tiling
+    enc.tiling = dataclasses.replace(tiling, chunk_frames=96 * 2)               # many pieces
     try:
         pieces = enc.embed(clips, sr=16000, batch_size=3, layers=["embedding", "conv4_2_relu_pooled"])
     finally:
-        enc.chunk_frames = chunk
+        enc.tiling = tiling
     for c, b, p in zip(clips, batch, pieces):
         alone = enc.embed(c, sr=16000, layers=["embedding", "conv4_2_relu_pooled"])
         E = (1 + (len(c) - 400) // 160) // 96
@@ -362,7 +363,7 @@ def test_postprocessor_file_from_the_cache_and_unsafe_files_refused(enc, pca, tm
     with pytest.raises(W.HashMismatchError, match="970ea276"):
         V.enable_postprocessor(enc)
     man = copy.deepcopy(W.manifest())
-    man["models"]["vggish-pca"]["sha256_prefix"] = hashlib.sha256(ours.read_bytes()).hexdigest()[:8]
+    man["files"]["vggish_pca_params-970ea276.pth"]["sha256_prefix"] = hashlib.sha256(ours.read_bytes()).hexdigest()[:8]
     monkeypatch.setattr(W, "manifest", lambda: man)
     V.enable_postprocessor(enc)                              # found through the manifest entry "vggish-pca"
     assert "postprocessed" in enc.layer_names

@@ -46,7 +46,7 @@ def server(tmp_path):
 def fake_manifest(monkeypatch, ckpt_bytes):
     entry = {"filename": "AudioNTT2020-BYOLA-64x96d512.pth", "url": None,
              "sha256": hashlib.sha256(ckpt_bytes).hexdigest(), "size": len(ckpt_bytes), "licence": "test licence"}
-    man = {"models": {"byola-v1-512": entry}}
+    man = {"files": {"AudioNTT2020-BYOLA-64x96d512.pth": entry}}
     monkeypatch.setattr(W, "manifest", lambda: man)
     return entry
 
@@ -270,7 +270,7 @@ def _unreachable_manifest(monkeypatch):
     import copy
 
     man = copy.deepcopy(W.manifest())
-    man["models"]["byola-v1-512"]["url"] = "http://127.0.0.1:9/x.pth"      # the discard port: refused at once
+    man["files"]["AudioNTT2020-BYOLA-64x96d512.pth"]["url"] = "http://127.0.0.1:9/x.pth"      # the discard port: refused at once
     monkeypatch.setattr(W, "manifest", lambda: man)
     monkeypatch.delenv("AUDIO_REPR_OFFLINE")
 
@@ -344,3 +344,19 @@ def test_hub_download_failure_explains(tmp_path, server):
                  "--weights PATH", "weights=", str(tmp_path / "new" / "cache"), "AUDIO_REPR_MIRROR"):
         assert part in r.stderr, part
     assert not (tmp_path / "new").exists()
+
+
+def test_manifest_is_keyed_by_file_and_matches_the_cards_both_ways():
+    """One entry per weights file: every card names a file of the manifest, models that share a file share its
+    entry, and every file is some model's weights or a named companion file. The licence is the card's."""
+    files = W.manifest()["files"]
+    used = {audio_repr.get_card(n).weights for n in audio_repr.list_models()}
+    companions = {k for k, e in files.items() if e.get("alias")}
+    assert used | companions == set(files) and not used & companions
+    assert audio_repr.get_card("vggish").weights == audio_repr.get_card("vggish-4k").weights
+    assert W.manifest_entry("ast-audioset") == W.manifest_entry("ast-audioset-crop")
+    for e in files.values():
+        assert "licence" not in e                             # stated once, on the card
+        if e.get("hf_repo"):
+            assert "revision" in e
+    assert W.manifest_entry("vggish-pca")["licence"] == audio_repr.get_card("vggish").licence

@@ -68,24 +68,26 @@ def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
     return torch.stack([e.clip for e in embs]).to(audio.device)
 
 
-def _module_api(name: str):
-    """What each per-model module exports."""
+def bind(module: str) -> None:
+    """Make the module named ``module`` (``audio_repr.hear.<model with - as _>``) the HEAR module of its
+    model: ``load_model``, ``get_timestamp_embeddings``, ``get_scene_embeddings``, ``sample_rate``,
+    ``scene_embedding_size`` and ``timestamp_embedding_size`` (sizes from the layer table: no network is built)."""
+    import sys
+
+    from ..models import layer_table
+    from ..registry import get_card
+
+    card = get_card(module.rsplit(".", 1)[-1])
+    if module_name(card.name) != module:
+        raise ImportError(f"{module} is not the HEAR module of a model (expected {module_name(card.name)})")
+    name = card.name
 
     def _load_model(model_file_path: str = "", device=None) -> HearModel:
         return load_model(name, model_file_path, device=device)
 
     _load_model.__doc__ = f"Load {name} for the HEAR API (``model_file_path``: weights in the original format)."
-    return _load_model, get_timestamp_embeddings, get_scene_embeddings
-
-
-def _module_attr(name: str, attr: str):
-    if attr in ("sample_rate", "scene_embedding_size", "timestamp_embedding_size"):
-        from ..models import family
-        from ..registry import get_card
-
-        card = get_card(name)
-        if attr == "sample_rate":
-            return card.sample_rate
-        net = family(card.family).build_network(card.arch)
-        return int(net.layer_dims[card.default_layer])
-    raise AttributeError(attr)
+    size = int(layer_table(name)[card.default_layer])
+    sys.modules[module].__dict__.update(
+        load_model=_load_model, get_timestamp_embeddings=get_timestamp_embeddings,
+        get_scene_embeddings=get_scene_embeddings, sample_rate=card.sample_rate,
+        scene_embedding_size=size, timestamp_embedding_size=size)

@@ -1,25 +1,54 @@
-"""One module per family. Each knows its network and checkpoint format, nothing of files or batching.
-
-A family provides ``build_frontend(card)``, ``build_network(arch)`` (an ``nn.Module`` whose
-``forward(x, lengths)`` returns an ordered dict of every layer ``[B, T_layer, D_layer]`` and which
-carries ``layer_dims``, ``layer_strides`` and ``min_frames``) and ``convert_state_dict(obj)``.
-"""
+"""The families: one module each, declaring its network (a :class:`~audio_repr.models.base.Backbone`), its
+cards and its checkpoint reader, and registering them. Importing this package imports every family module
+in it, which fills the registries; adding a family is adding a module here."""
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+import pkgutil
+from functools import lru_cache
+from typing import Dict
 
-_FAMILY_MODULES = {
-    "byola": "audio_repr.models.byola",
-    "vggish": "audio_repr.models.vggish",
-    "msm_mae": "audio_repr.models.msm_mae",
-    "ast": "audio_repr.models.ast",
-}
+from ..registry import Registry
+from .base import Backbone, Family, LayerOutputs, Tiling
+
+__all__ = ["Backbone", "Family", "LayerOutputs", "Tiling", "register_family", "family", "families", "layer_table"]
+
+_FAMILIES = Registry("family")
 
 
-def family(name: str) -> ModuleType:
+def register_family(fam: Family) -> Family:
+    return _FAMILIES.add(fam.name, fam)
+
+
+def family(name: str) -> Family:
     try:
-        return importlib.import_module(_FAMILY_MODULES[name])
+        return _FAMILIES[name]
     except KeyError:
-        raise KeyError(f"unknown model family {name!r}") from None
+        raise KeyError(f"unknown model family {name!r} (registered: {', '.join(sorted(_FAMILIES))})") from None
+
+
+def families() -> Dict[str, Family]:
+    return dict(_FAMILIES)
+
+
+@lru_cache(maxsize=None)
+def _meta_network(name: str) -> Backbone:
+    import torch
+
+    from ..registry import get_card
+
+    card = get_card(name)
+    with torch.device("meta"):          # shapes only: no memory, no weights
+        return family(card.family).build_network(**card.arch)
+
+
+def layer_table(name: str) -> Dict[str, int]:
+    """``layer -> dimension`` of model ``name``'s network, read from the network built on the meta device
+    (nothing allocated, no weights): what a command line or the HEAR modules need before loading a model."""
+    return dict(_meta_network(name).layer_dims)
+
+
+for _m in pkgutil.iter_modules(__path__):
+    if _m.name != "base":
+        importlib.import_module(f"{__name__}.{_m.name}")

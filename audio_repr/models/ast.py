@@ -61,12 +61,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.vit import Block, PatchEmbed
+from ..frontends import KaldiFbank
+from ..registry import ModelCard, Normalisation, register
 from ..weights import unwrap_state_dict
+from . import register_family
+from .base import Backbone, Family, LayerOutputs, Tiling
 
-__all__ = ["ASTNet", "ASTOutputs", "build_network", "build_frontend", "convert_state_dict", "load_weights"]
+__all__ = ["ASTNet", "ASTOutputs", "convert_state_dict", "load_weights"]
 
 
-class ASTOutputs(OrderedDict):
+class ASTOutputs(LayerOutputs):
     """``layer -> frames [B, T_out, D]``, plus ``clip``: ``layer -> [B, D]`` ((cls + dist) / 2)."""
 
     def __init__(self, *args, **kwargs):
@@ -84,7 +88,7 @@ class _Window:
         self.row, self.start, self.length, self.patches, self.own = row, start, length, patches, own
 
 
-class ASTNet(nn.Module):
+class ASTNet(Backbone):
     """The AST encoder. ``forward(x [B, n_mels, T], lengths)`` -> :class:`ASTOutputs` (see module doc)."""
 
     def __init__(self, n_mels: int = 128, max_frames: int = 1024, patch: int = 16, fstride: int = 10,
@@ -109,13 +113,23 @@ class ASTNet(nn.Module):
         names = [f"block{i + 1}" for i in range(depth)]
         self.layer_dims: Dict[str, int] = OrderedDict((n, dim) for n in names)
         self.layer_strides: Dict[str, int] = OrderedDict((n, tstride) for n in names)
-        self.layer_windows: Dict[str, int] = OrderedDict((n, patch) for n in names)
+        self._windows: Dict[str, int] = OrderedDict((n, patch) for n in names)
         self.min_frames = 1
+        # windows of max_frames frames every hop frames (each also reads the frames up to its full length);
+        # frames past a clip's end are a fbank value of 0 before normalising, as the originals pad
+        self.tiling = Tiling(chunk_frames=self.hop, overlap_frames=max_frames - self.hop, pad_value=0.0,
+                             min_piece_frames=max_frames if short == "pad" else 0)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.dist_token, std=0.02)
 
+    clip_pooling = "token"        # (cls + dist) / 2 of each window, averaged over the frames each window owns
+
     # ---- geometry ----------------------------------------------------------------------------
+    @property
+    def layer_windows(self) -> Dict[str, int]:
+        return dict(self._windows)
+
     def n_windows(self, n: int) -> int:
         """Windows for a clip of ``n`` feature frames."""
         return 1 if n <= self.window else 1 + -(-(n - self.window) // self.hop)
@@ -245,16 +259,6 @@ class ASTNet(nn.Module):
         return outs
 
 
-def build_network(arch: Mapping) -> ASTNet:
-    return ASTNet(**arch)
-
-
-def build_frontend(card):
-    from ..frontends import KaldiFbank
-
-    return KaldiFbank(**card.frontend)
-
-
 # ---- checkpoints -------------------------------------------------------------------------------
 _HEAD = re.compile(r"^(?:module\.)?(?:mlp_head\.|v\.head\.|v\.head_dist\.)|^classifier\.|(?:^|\.)head(?:_dist)?\.")
 _HF_LAYER = re.compile(r"^(?:encoder\.layer|layers)\.(\d+)\.(.+)$")
@@ -334,3 +338,52 @@ def load_weights(path) -> Dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: no model.safetensors or pytorch_model.bin in this folder "
                            "(expected a transformers save_pretrained folder or an AST checkpoint file)")
     return convert_state_dict(load_checkpoint(path))
+
+
+register_family(Family("ast", build_frontend=KaldiFbank, build_network=ASTNet, load_state=load_weights))
+
+
+# ---- the cards ---------------------------------------------------------------------------------------------------
+# The network and the long/short input rule: audio_repr/models/ast.py. Windows of `max_frames` fbank frames
+# start every `hop = t0 * tstride` frames (t0 = time patches per window) and overlap by the rest.
+_AST_LICENCE = "BSD-3-Clause (https://github.com/YuanGongND/ast/blob/master/LICENSE)"
+_AST_CITE = ("Y. Gong, Y.-A. Chung, J. Glass, \"AST: Audio Spectrogram Transformer\", Interspeech 2021, "
+             "pp. 571-575.")
+_AST_FE = dict(sample_rate=16000, frame_length_ms=25.0, frame_shift_ms=10.0, n_mels=128, low_freq=20.0,
+               high_freq=0.0, preemphasis=0.97, remove_dc_offset=True, window="hanning",
+               round_to_power_of_two=True, subtract_clip_mean=True)
+
+
+def _ast_card(name, description, stride, weights, max_frames=1024, short="pad", stats=(-4.2677393, 4.5689974),
+              published=None):
+    return ModelCard(
+        name=name, family="ast", description=description, sample_rate=16000, frontend=_AST_FE,
+        arch=dict(n_mels=128, max_frames=max_frames, patch=16, fstride=stride, tstride=stride, dim=768,
+                  depth=12, heads=12, mlp_dim=3072, eps=1e-6, short=short),
+        normalisation=Normalisation(stats[0], stats[1], scale=2.0),   # AST normalises (x - mean) / (2 std)
+        weights=weights,
+        default_layer="block12", fusion_layers=("block5", "block12"),
+        licence=_AST_LICENCE, citation=_AST_CITE, paper="https://arxiv.org/abs/2104.01778",
+        published=published or {},
+    )
+
+
+register(_ast_card(
+    "ast-audioset", "AST 10x10 (AudioSet, mAP 0.4593), 128 Kaldi mels, 768-d frames every 100 ms; "
+    "clips under 10.24 s padded to 1024 frames", 10, "MIT--ast-finetuned-audioset-10-10-0.4593.safetensors",
+    published={"AudioSet mAP": 45.93, "EVAR avg": 65.5, "EVAR avg (fusion)": 69.8, "ESC-50": 93.5,
+               "ESC-50 (fusion)": 94.2}))
+register(_ast_card(
+    "ast-audioset-crop", "AST 10x10 (AudioSet, mAP 0.4593) with the positional embedding centre-cropped "
+    "to short clips instead of padding them to 1024 frames (faster; not the 1024-frame numbers)", 10,
+    "MIT--ast-finetuned-audioset-10-10-0.4593.safetensors",
+    short="crop"))
+for _s, _map, _file in ((12, 44.67, "0.447"), (14, 44.31, "0.443"), (16, 44.22, "0.442")):
+    register(_ast_card(
+        f"ast-audioset-{_s}-{_s}", f"AST {_s}x{_s} (AudioSet, mAP {_map / 100:.4f}), 128 Kaldi mels, "
+        f"768-d frames every {_s * 10} ms", _s, f"MIT--ast-finetuned-audioset-{_s}-{_s}-{_file}.bin",
+        published={"AudioSet mAP": _map}))
+register(_ast_card(
+    "ast-speechcommands", "AST 10x10 fine-tuned on Speech Commands V2-35 (accuracy 98.12%), windows of "
+    "128 frames (1.28 s)", 10, "MIT--ast-finetuned-speech-commands-v2.bin", max_frames=128, stats=(-6.845978, 5.5654526),
+    published={"SPCV2-35": 98.12}))

@@ -17,9 +17,14 @@ from collections import OrderedDict
 from typing import Dict, Mapping, Optional
 
 import torch
+from einops import rearrange
 from torch import nn
 
-from ..weights import unwrap_state_dict
+from ..frontends import LogMelSpectrogram
+from ..registry import ModelCard, Normalisation, register
+from ..weights import load_checkpoint, unwrap_state_dict
+from . import register_family
+from .base import Backbone, Family, Tiling
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -36,7 +41,7 @@ def _time_mask(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor
     return x * keep.view(x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1])
 
 
-class BYOLANet(nn.Module):
+class BYOLANet(Backbone):
     """Conv blocks (Conv3x3-BN-ReLU-MaxPool2) then Linear-ReLU-Dropout-Linear-ReLU per frame.
 
     v1 (AudioNTT2020): ``n_conv=3``, ``hidden = out = d``; standard output ``fc2`` [T/8, d].
@@ -69,6 +74,9 @@ class BYOLANet(nn.Module):
             self.layer_dims["output"] = self.conv_d + out
             self.layer_strides["output"] = self.stride
         self.min_frames = self.stride
+        # pieces of 1024 frames (10.24 s) with 64 frames of context each side: wider than the receptive
+        # field of the conv stack, so the stitched frames equal the whole-clip computation
+        self.tiling = Tiling(chunk_frames=1024, context_frames=64)
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> "OrderedDict[str, torch.Tensor]":
         if x.ndim == 3:
@@ -80,10 +88,8 @@ class BYOLANet(nn.Module):
             if lengths is not None:
                 lengths = torch.div(lengths, 2, rounding_mode="floor")
             x = _time_mask(x, lengths)
-            B, C, Fq, T = x.shape
-            outs[f"conv{i + 1}"] = x.permute(0, 3, 1, 2).reshape(B, T, C * Fq)
-        B, C, Fq, T = x.shape
-        conv_feat = x.permute(0, 3, 2, 1).reshape(B, T, Fq * C)   # frequency-major, as the original
+            outs[f"conv{i + 1}"] = rearrange(x, "b c f t -> b t (c f)")      # channel-major
+        conv_feat = rearrange(x, "b c f t -> b t (f c)")                   # frequency-major, as the original
         h = self.fc[0:2](conv_feat)
         outs["fc1"] = h
         h = self.fc[2:](h)
@@ -91,10 +97,6 @@ class BYOLANet(nn.Module):
         if self.stack_output:
             outs["output"] = torch.cat([conv_feat, h], dim=-1)
         return outs
-
-
-def build_network(arch: Mapping) -> BYOLANet:
-    return BYOLANet(**arch)
 
 
 _KEY = re.compile(r"(?:^|\.)((?:features|fc)\.\d+\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
@@ -125,7 +127,51 @@ def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
     return out
 
 
-def build_frontend(card):
-    from ..frontends import LogMelSpectrogram
+def load_state(path) -> Dict[str, torch.Tensor]:
+    return convert_state_dict(load_checkpoint(path))
 
-    return LogMelSpectrogram(**card.frontend)
+
+register_family(Family("byola", build_frontend=LogMelSpectrogram, build_network=BYOLANet, load_state=load_state))
+
+
+# ---- the cards ---------------------------------------------------------------------------------------------------
+_BYOLA_LICENCE = ("NTT Software License Agreement for Evaluation (evaluation only, no redistribution); "
+                  "https://github.com/nttcslab/byol-a/blob/master/LICENSE")
+_BYOLA_V1_CITE = ("D. Niizumi, D. Takeuchi, Y. Ohishi, N. Harada, K. Kashino, \"BYOL for Audio: "
+                  "Self-Supervised Learning for General-Purpose Audio Representation\", IJCNN 2021.")
+_BYOLA_V2_CITE = ("D. Niizumi, D. Takeuchi, Y. Ohishi, N. Harada, K. Kashino, \"BYOL for Audio: Exploring "
+                  "Pre-trained General-purpose Audio Representations\", IEEE/ACM TASLP 31, 2023.")
+_BYOLA_FE = dict(sample_rate=16000, n_fft=1024, win_length=1024, hop_length=160, n_mels=64,
+                 f_min=60.0, f_max=7800.0)
+
+_V1_PUBLISHED = {
+    512: {"NSynth": 69.1, "US8K": 78.2, "VoxCeleb1": 33.4, "VoxForge": 83.5, "SPCV2/12": 86.5, "SPCV2": 88.9},
+    2048: {"NSynth": 74.1, "US8K": 79.1, "VoxCeleb1": 40.1, "VoxForge": 90.2, "SPCV2/12": 91.0, "SPCV2": 92.2},
+}
+
+for _d in (512, 1024, 2048):
+    register(ModelCard(
+        name=f"byola-v1-{_d}", family="byola",
+        description=f"BYOL-A v1 (AudioNTT2020), {_d}-d, 64 HTK mels, 80 ms frames",
+        sample_rate=16000, frontend=dict(_BYOLA_FE, mel_scale="htk"),
+        arch=dict(n_mels=64, n_conv=3, channels=64, hidden=_d, out=_d, stack_output=False),
+        normalisation=Normalisation(-5.4919195, 5.0389895), default_layer="fc2",
+        weights=f"AudioNTT2020-BYOLA-64x96d{_d}.pth",
+        fusion_layers=("conv1", "conv2", "conv3", "fc1", "fc2"),
+        licence=_BYOLA_LICENCE, citation=_BYOLA_V1_CITE, paper="https://arxiv.org/abs/2103.06695",
+        published=_V1_PUBLISHED.get(_d, {}), cpu_batch_size=4,
+    ))
+
+register(ModelCard(
+    name="byola-v2-2048", family="byola",
+    description="BYOL-A v2 (AudioNTT2022), 3072-d frames (1024 conv + 2048 fc), 64 Slaney mels, 40 ms frames",
+    sample_rate=16000, frontend=dict(_BYOLA_FE, mel_scale="slaney"),
+    arch=dict(n_mels=64, n_conv=2, channels=64, hidden=2048, out=2048, stack_output=True),
+    # The statistics of the v2 README's example (SPCV2); calibrate() computes a dataset's own.
+    normalisation=Normalisation(-9.660292, 4.7219563), default_layer="output",
+    weights="AudioNTT2022-BYOLA-64x96d2048.pth",
+    fusion_layers=("conv1", "conv2", "fc1", "fc2"),
+    licence=_BYOLA_LICENCE, citation=_BYOLA_V2_CITE, paper="https://arxiv.org/abs/2204.07402", cpu_batch_size=4,
+    published={"ESC-50": 83.2, "US8K": 79.7, "SPCV2": 93.1, "VC1": 57.6, "VoxForge": 93.3,
+               "CREMA-D": 63.8, "GTZAN": 70.1, "NSynth": 73.1, "Surge": 37.6},
+))

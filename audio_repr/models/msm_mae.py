@@ -44,9 +44,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.vit import Block, PatchEmbed
-from ..weights import unwrap_state_dict
+from ..frontends import LogMelSpectrogram
+from ..registry import ModelCard, Normalisation, register
+from ..weights import load_checkpoint, unwrap_state_dict
+from . import register_family
+from .base import Backbone, Family, Tiling
 
-__all__ = ["MSMMAEEncoder", "build_network", "build_frontend", "convert_state_dict", "load_weights",
+__all__ = ["MSMMAEEncoder", "convert_state_dict", "load_weights",
            "sincos_pos_embed_2d"]
 
 
@@ -74,7 +78,7 @@ def sincos_pos_embed_2d(dim: int, grid: Tuple[int, int], cls_token: bool) -> tor
     return torch.from_numpy(emb).float()
 
 
-class MSMMAEEncoder(nn.Module):
+class MSMMAEEncoder(Backbone):
     """The MSM-MAE ViT encoder on fixed units of ``unit_frames`` spectrogram frames.
 
     Parameter names follow the official checkpoints (``patch_embed.proj``, ``pos_embed``,
@@ -107,6 +111,10 @@ class MSMMAEEncoder(nn.Module):
         self.layer_dims: Dict[str, int] = OrderedDict((n, d) for n in names)
         self.layer_strides: Dict[str, int] = OrderedDict((n, pt) for n in names)
         self.min_frames = 1
+        # independent units, as the original encode_lms: whole units, the last one zero-padded after normalisation
+        self.tiling = Tiling(chunk_frames=unit_frames, min_piece_frames=unit_frames)
+
+    clip_pooling = "mean"                                  # the original's clip embedding: the time mean
 
     def out_frames(self, n: int, layer: Optional[str] = None) -> int:
         """Time steps of a piece of ``n`` real frames: the last partial patch is kept (as the original)."""
@@ -153,16 +161,6 @@ class MSMMAEEncoder(nn.Module):
         return outs
 
 
-def build_network(arch: Mapping) -> MSMMAEEncoder:
-    return MSMMAEEncoder(**arch)
-
-
-def build_frontend(card):
-    from ..frontends import LogMelSpectrogram
-
-    return LogMelSpectrogram(**card.frontend)
-
-
 # ---- checkpoints ------------------------------------------------------------------------------
 _ENCODER_KEY = re.compile(r"^(patch_embed\.|pos_embed$|cls_token$|blocks\.\d+\.|norm\.)")
 
@@ -185,41 +183,11 @@ def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
     return out
 
 
-class _Ignored:
-    """Stands in for any non-tensor object pickled in a training checkpoint (argparse.Namespace,
-    paths, ...): it is built without running any of the checkpoint's code and is never used."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        pass
-
-
 def _safe_torch_load(path: Path):
-    """``torch.load(weights_only=True)``; objects the training script pickled besides the tensors
-    (its ``args`` namespace, ...) are read as inert placeholders instead of being rebuilt."""
-    from ..weights import WeightsError
-
-    ser = torch.serialization
-    stubs = []
-    if hasattr(ser, "get_unsafe_globals_in_checkpoint") and hasattr(ser, "safe_globals"):
-        try:
-            others = ser.get_unsafe_globals_in_checkpoint(str(path))
-        except Exception:  # not a zip-format checkpoint: let torch.load report what is wrong
-            others = []
-        stubs = [(type("Ignored", (_Ignored,), {}), name) for name in others]
-    try:
-        if stubs:
-            with ser.safe_globals(stubs):
-                return torch.load(str(path), map_location="cpu", weights_only=True)
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else ""
-        raise WeightsError(f"cannot read checkpoint {path} safely (torch.load weights_only=True): "
-                           f"{type(e).__name__}: {msg}. The file is corrupt, truncated, not a PyTorch "
-                           "checkpoint, or (with torch < 2.6) holds pickled training objects that this torch "
-                           "cannot skip: save torch.load(...)['model'] alone and pass that file.") from e
+    """The training checkpoint without running pickled code; its pickled ``args`` & co. are read as inert
+    placeholders (see :func:`audio_repr.weights.load_checkpoint`)."""
+    return load_checkpoint(path, inert_others=True, hint=" (with torch < 2.6: or it holds pickled training objects "
+                           "this torch cannot skip: save torch.load(...)['model'] alone and pass that file)")
 
 
 def _epoch(p: Path) -> int:
@@ -249,3 +217,41 @@ def load_weights(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
                     extracted = Path(z.extract(member, tmp))
                     return convert_state_dict(_safe_torch_load(extracted))
     return convert_state_dict(_safe_torch_load(path))
+
+
+register_family(Family("msm_mae", build_frontend=LogMelSpectrogram, build_network=MSMMAEEncoder,
+                       load_state=load_weights))
+
+
+# ---- the cards ---------------------------------------------------------------------------------------------------
+_MSM_LICENCE = ("NTT Software License Agreement for Evaluation (evaluation only, no redistribution); "
+                "https://github.com/nttcslab/msm-mae/blob/main/LICENSE")
+_MSM_CITE = ("D. Niizumi, D. Takeuchi, Y. Ohishi, N. Harada, K. Kashino, \"Masked Spectrogram Modeling using "
+             "Masked Autoencoders for Learning General-purpose Audio Representation\", HEAR: Holistic Evaluation "
+             "of Audio Representations (NeurIPS 2021 Competition), PMLR 166:1-24, 2022.")
+_MSM_FE = dict(sample_rate=16000, n_fft=400, win_length=400, hop_length=160, n_mels=80, f_min=50.0,
+               f_max=8000.0, mel_scale="slaney")
+_MSM_TASKS = ("ESC-50", "US8K", "SPCV2", "VC1", "VoxForge", "CREMA-D", "GTZAN", "NSynth", "Surge")
+
+for _name, _unit, _release, _scores in [
+    ("msm-mae-80x208", 208, "80x208p16x16_0422", (87.1, 82.2, 91.1, 49.7, 95.6, 66.9, 75.9, 76.5, 37.8)),
+    ("msm-mae-80x512", 512, "80x512p16x16_0425", (88.9, 84.0, 92.4, 56.5, 96.8, 67.6, 81.4, 76.1, 37.4)),
+    ("msm-mae-80x512-paper", 512, "80x512p16x16_paper", (89.1, 84.3, 93.1, 56.1, 97.5, 70.1, 79.3, 76.9, 37.5)),
+]:
+    register(ModelCard(
+        name=_name, family="msm_mae",
+        description=(f"MSM-MAE ViT-Base ({_release}), 80 Slaney mels in {_unit}-frame units, 16x16 patches, "
+                     "3840-d frames every 160 ms"),
+        sample_rate=16000, frontend=_MSM_FE,
+        arch=dict(n_mels=80, unit_frames=_unit, patch_size=(16, 16), embed_dim=768, depth=12, num_heads=12,
+                  mlp_ratio=4.0, use_cls_token=True),
+        # Per-clip statistics, what the original runtime computes on a batch of one; the fixed ones (the README's
+        # example numbers) are used only once set_norm_stats()/calibrate() fix them.
+        normalisation=Normalisation(-5.4919195, 5.0389895, per_clip=True),
+        weights=f"{_release}.zip",
+        default_layer="output",
+        # the original runtime's suggested fusion_layers [6, 11]: the 7th block and the normalised last block
+        fusion_layers=("block7", "output"),
+        licence=_MSM_LICENCE, citation=_MSM_CITE, paper="https://proceedings.mlr.press/v166/niizumi22a.html",
+        published=dict(zip(_MSM_TASKS, _scores)),
+    ))

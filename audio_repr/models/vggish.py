@@ -77,9 +77,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..frontends import VGGishLogMel
+from ..registry import ModelCard, Normalisation, register
 from ..weights import unwrap_state_dict
+from . import register_family
+from .base import Backbone, Family, Tiling
 
-__all__ = ["VGGish", "LayerOutputs", "build_network", "build_frontend", "convert_state_dict", "load_weights",
+__all__ = ["VGGish", "LayerOutputs", "convert_state_dict", "load_weights",
            "load_pca_params", "enable_postprocessor", "disable_postprocessor", "LAYER_NAMES", "PCA_WEIGHTS_KEY"]
 
 # the conv stack as one Sequential: channels of each conv, "M" for a 2x2 max pool
@@ -101,7 +105,7 @@ PCA_WEIGHTS_KEY = "vggish-pca"
 QUANTIZE_MIN, QUANTIZE_MAX = -2.0, 2.0
 
 
-class VGGish(nn.Module):
+class VGGish(Backbone):
     """The VGGish network; ``forward(x [B, n_mels, T], lengths=None)`` -> :class:`LayerOutputs`.
 
     ``features`` (the conv stack) and ``embeddings`` (the fc stack) have torchvggish's module layout,
@@ -152,6 +156,7 @@ class VGGish(nn.Module):
         for name in list(self.shapes):
             self._add_layer(name)
         self.min_frames = example_frames
+        self.tiling = Tiling(chunk_frames=10 * example_frames)   # pieces of 10 whole examples: they are independent
 
     def _add_layer(self, name: str) -> None:
         shape = self.shapes[name]
@@ -302,16 +307,6 @@ class LayerOutputs(_MappingABC):
         return out
 
 
-def build_network(arch: Mapping) -> VGGish:
-    return VGGish(**arch)
-
-
-def build_frontend(card):
-    from ..frontends import VGGishLogMel
-
-    return VGGishLogMel(**card.frontend)
-
-
 # ----------------------------------------------------------------------------------------------
 # checkpoints
 # ----------------------------------------------------------------------------------------------
@@ -409,19 +404,9 @@ def _numpy_safe_globals() -> list:
 
 
 def _torch_load_numpy(path: Path):
-    from ..weights import WeightsError
+    from ..weights import load_checkpoint
 
-    allowed = _numpy_safe_globals()
-    try:
-        ctx = torch.serialization.safe_globals(allowed)
-    except (AttributeError, TypeError):                        # pragma: no cover - torch < 2.6
-        ctx = torch.serialization.safe_globals([a for a in allowed if not isinstance(a, tuple)])
-    try:
-        with ctx:
-            return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(f"cannot read {path} safely (torch.load weights_only=True, numpy arrays allowed): "
-                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    return load_checkpoint(path, allow=_numpy_safe_globals(), hint=" (numpy arrays allowed)")
 
 
 def _pca_from_mapping(obj: Mapping, where: str) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -491,3 +476,42 @@ def enable_postprocessor(model, pca_params=None) -> None:
 
 def disable_postprocessor(model) -> None:
     _network_of(model).clear_postprocessor()
+
+
+register_family(Family("vggish", build_frontend=VGGishLogMel, build_network=VGGish, load_state=load_weights))
+
+
+# ---- the cards ---------------------------------------------------------------------------------------------------
+_VGGISH_LICENCE = ("Apache-2.0 (tensorflow/models research/audioset/vggish; the PyTorch weights are "
+                   "harritaylor/torchvggish's conversion of the TF release)")
+_VGGISH_CITE = ("S. Hershey, S. Chaudhuri, D. P. W. Ellis, J. F. Gemmeke, A. Jansen, R. C. Moore, M. Plakal, "
+                "D. Platt, R. A. Saurous, B. Seybold, M. Slaney, R. J. Weiss, K. Wilson, \"CNN Architectures for "
+                "Large-Scale Audio Classification\", ICASSP 2017. Fusion and VGGish-4K: D. Niizumi, D. Takeuchi, "
+                "Y. Ohishi, N. Harada, K. Kashino, \"Composing General Audio Representation by Fusing Multilayer "
+                "Features of a Pre-trained Model\", EUSIPCO 2022.")
+# TF vggish_input + mel_features: 25 ms periodic Hann frames every 10 ms (no centring), |rfft| of 512,
+# 64 HTK mel bands 125-7500 Hz, log(mel + 0.01), examples of 96 frames (0.96 s) without overlap.
+# tail="drop" is the original (the last partial 0.96 s is lost); enc.frontend.tail = "pad" keeps it.
+_VGGISH_FE = dict(sample_rate=16000, win_length=400, hop_length=160, fft_size=512, n_mels=64, f_min=125.0,
+                  f_max=7500.0, log_offset=0.01, example_frames=96, tail="drop")
+
+for _name, _layer, _desc, _published in [
+    ("vggish", "embedding",
+     "VGGish (AudioSet), 128-d pre-activation embedding per 0.96 s example (TF's output)",
+     {"EVAR avg (9 tasks)": 47.2, "ESC-50": 68.2, "fusion: EVAR avg": 71.3, "fusion: ESC-50": 86.5}),
+    ("vggish-4k", "fc1_1_relu",
+     "VGGish-4K: VGGish's first fc layer after its ReLU, 4096-d per 0.96 s example (EUSIPCO 2022)",
+     {"EVAR avg (9 tasks)": 58.3, "ESC-50": 79.5, "fusion: EVAR avg": 71.3, "fusion: ESC-50": 86.5}),
+]:
+    register(ModelCard(
+        name=_name, family="vggish", description=_desc,
+        sample_rate=16000, frontend=_VGGISH_FE, arch=dict(n_mels=64, example_frames=96),
+        normalisation=Normalisation(0.0, 1.0),  # VGGish takes the log-mel as it is
+        weights="vggish-10086976.pth",
+        default_layer=_layer,
+        # EUSIPCO 2022 "VGGish-Fusion#10#15": layers 9 and 14 (0-based), each pooled to 6 steps per example
+        fusion_layers=("conv3_2_relu_pooled", "conv4_2_relu_pooled"),
+        licence=_VGGISH_LICENCE, citation=_VGGISH_CITE, paper="https://arxiv.org/abs/1609.09430",
+        resampler="kaiser_best",               # resampy's default, as vggish_input.waveform_to_examples
+        published=_published,
+    ))

@@ -1,71 +1,42 @@
-"""Encoder and Embedding: inputs, resampling, batching with true lengths, long-audio pieces,
-layer selection, pooling and timestamps. Nothing here knows a particular family.
+"""The encoder: a card's front end and backbone behind one interface — inputs, resampling, normalisation,
+batching with true lengths, long-audio pieces, layer selection, pooling and timestamps. Nothing here knows a
+particular family: what the encoder needs of one, its backbone states (``audio_repr.models.base.Backbone``)
+and its front end states (``audio_repr.frontends.FrontEnd``).
 
-Long audio: a clip's feature frames are cut into pieces of ``chunk_frames`` (a multiple of the
-network's largest time stride), each extended by ``context_frames`` of real neighbouring frames
-on both sides. The network's outputs for the context are dropped, so the stitched result equals
-the whole-clip computation (the context exceeds the receptive field) while memory is bounded by
-``batch_size x (chunk_frames + 2 x context_frames)``. Pieces of all clips are batched together.
-With ``context_frames=0`` the pieces are the model's own independent windows; ``overlap_frames``
-lets each window also read that many real frames after its own (AST: 1024-frame windows every
-1010 frames), and the network may ask for padding up to ``in_frames(n)`` frames and supply its own
-per-piece clip vectors (``clip_pooling="token"``, averaged weighted by the frames each piece owns).
+``embed`` runs in three stages:
+
+* **plan** — read and resample every input, check its length, edge-pad it once, cut its feature frames into
+  pieces following the backbone's :class:`~audio_repr.models.base.Tiling` (context pieces: ``chunk_frames``
+  each with ``context_frames`` of real context on both sides, whose outputs are dropped, so the stitched result
+  equals the whole-clip computation; or the model's own independent windows), and compute per-clip
+  statistics where the normalisation asks for them;
+* **run** — pieces of all clips, longest first, in batches of ``batch_size``: features, normalisation, the
+  backbone, the selected layers cut to each piece's own steps and fused; progress after every batch, the heap
+  given back between the batches of long inputs;
+* **assemble** — each clip's pieces in order, timestamps from one frame grid, the clip embedding from the
+  backbone's pooling rule.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from .audio import AudioError, check_sample_rate, get_resampler, load_audio, to_mono_tensor
-from .fusion import LayerSpec, fuse, mean_max_pool, resolve_layers
-from .registry import ModelCard
+from ..audio import AudioError, check_sample_rate, get_resampler, load_audio, to_mono_tensor
+from ..fusion import LayerSpec, fuse, mean_max_pool, resolve_layers
+from ..models.base import Backbone, Tiling
+from ..registry import ModelCard, Normalisation
+from .embedding import Embedding
+from .stats import RunningMoments
 
 __all__ = ["Encoder", "Embedding"]
 
-
-@dataclass
-class Embedding:
-    """Embeddings of one clip.
-
-    ``frames [T, D]`` (float32), ``timestamps_ms [T]`` (float64, centre of each frame's window),
-    ``clip [D]``, the ``layers`` used (in order; ``layer_slices`` gives each one's columns of
-    ``frames``), the ``model`` name and the clip's ``duration_s``.
-    """
-
-    frames: torch.Tensor
-    timestamps_ms: torch.Tensor
-    clip: torch.Tensor
-    layers: List[str]
-    model: str
-    layer_slices: Dict[str, Tuple[int, int]] = field(default_factory=dict)
-    duration_s: float = 0.0
-    source: Optional[str] = None
-
-    def to_numpy(self) -> Dict[str, np.ndarray]:
-        return {"frames": self.frames.numpy(), "timestamps_ms": self.timestamps_ms.numpy(),
-                "clip": self.clip.numpy(), "layers": np.array(self.layers), "model": np.array(self.model),
-                "duration_s": np.array(self.duration_s)}
-
-    def save(self, path: Union[str, os.PathLike]) -> Path:
-        """Write an ``.npz`` atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **self.to_numpy())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return path
+Clip = Tuple[str, torch.Tensor, Optional[str]]      # (display name, mono waveform at the model's rate, source path)
 
 
 @dataclass
@@ -82,22 +53,56 @@ class _Piece:
         return self.left + (self.stop - self.start) + self.right
 
 
+@dataclass
+class _Plan:
+    clips: List[Clip]
+    names: List[str]                 # the layers, in output order
+    strides: Dict[str, int]
+    padded: List[torch.Tensor]       # each clip edge-padded once
+    n_frames: List[int]              # each clip's feature frames
+    pieces: List[_Piece]
+    per_clip: Optional[List[Tuple[float, float]]]   # per-clip (mean, std) when the normalisation asks for it
+
+    @property
+    def target(self) -> int:         # the coarsest selected stride: the output grid
+        return max(self.strides.values())
+
+
+def frame_grid_ms(start: int, steps: int, stride: int, window: int, hop_ms: float, offset_ms: float) -> torch.Tensor:
+    """Centres (ms) of ``steps`` output steps of ``stride`` front-end frames from frame ``start``, each reading
+    ``window`` frames: computed from indices, so long inputs do not drift."""
+    i = torch.arange(steps, dtype=torch.float64)
+    return offset_ms + (start + i * stride + (window - 1) / 2.0) * hop_ms
+
+
+def _pool_token(frames, piece_vectors, owned):
+    w = torch.tensor(owned, dtype=torch.float32)
+    return (torch.stack(list(piece_vectors)).cpu() * (w / w.sum())[:, None]).sum(dim=0)
+
+
+#: clip embedding from (frames [T, D], per-piece clip vectors, frames each piece owns), by Backbone.clip_pooling
+POOLERS: Dict[str, Callable] = {
+    "mean_max": lambda frames, vectors, owned: mean_max_pool(frames),
+    "mean": lambda frames, vectors, owned: frames.mean(dim=-2),
+    "token": _pool_token,
+}
+
+
 class Encoder(nn.Module):
     """A pretrained audio encoder with a uniform interface (see :func:`audio_repr.load`)."""
 
-    def __init__(self, card: ModelCard, frontend: nn.Module, network: nn.Module):
+    def __init__(self, card: ModelCard, frontend: nn.Module, network: Backbone):
         super().__init__()
+        if network.clip_pooling not in POOLERS:
+            raise ValueError(f"{card.name}: unknown clip_pooling {network.clip_pooling!r} (expected one of {list(POOLERS)})")
         self.card = card
         self.frontend = frontend
         self.network = network
-        mean, std = card.norm_stats
-        self.register_buffer("norm_mean", torch.tensor(float(mean)), persistent=False)
-        self.register_buffer("norm_std", torch.tensor(float(std)), persistent=False)
-        self._stats = (float(mean), float(std))
-        self.max_stride = max(network.layer_strides.values())
-        self.chunk_frames = card.chunk_frames
-        self.context_frames = card.context_frames
-        self.norm_mode = card.norm   # "fixed" or "per_clip"; calibrate()/set_norm_stats() make it "fixed"
+        #: how long input is cut into pieces (the backbone's; may be changed, e.g. smaller pieces for less memory)
+        self.tiling: Tiling = network.tiling
+        self.register_buffer("norm_mean", torch.tensor(0.0), persistent=False)
+        self.register_buffer("norm_divisor", torch.tensor(1.0), persistent=False)
+        self.normalisation = card.normalisation
 
     # ---- the card ----------------------------------------------------------------------------
     @property
@@ -142,38 +147,46 @@ class Encoder(nn.Module):
     def _layers(self, layers: LayerSpec) -> List[str]:
         return resolve_layers(layers, self.layer_names, self.card.default_layer, self.card.fusion_layers)
 
+    def default_batch_size(self) -> int:
+        """Pieces per batch when ``embed`` is not told: the card's CPU choice on a CPU (BYOL-A: 4, where
+        larger batches are slower and hold more memory), 16 on an accelerator."""
+        return self.card.cpu_batch_size if self.device.type == "cpu" else 16
+
     # ---- normalisation -----------------------------------------------------------------------
+    @property
+    def normalisation(self) -> Normalisation:
+        """``(x - mean) / (scale * std)`` of the features, or per-clip statistics (see :class:`Normalisation`)."""
+        return self._normalisation
+
+    @normalisation.setter
+    def normalisation(self, value: Normalisation) -> None:
+        if not isinstance(value, Normalisation):
+            raise TypeError(f"expected a Normalisation, got {type(value).__name__}")
+        self._normalisation = value
+        self.norm_mean.fill_(float(value.mean))
+        self.norm_divisor.fill_(float(value.divisor))
+
     def set_norm_stats(self, mean: float, std: float) -> None:
-        if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
-            raise ValueError(f"invalid normalisation statistics mean={mean}, std={std}")
-        self.norm_mean.fill_(float(mean))
-        self.norm_std.fill_(float(std))
-        self._stats = (float(mean), float(std))
-        self.norm_mode = "fixed"
+        """Fix the normalisation statistics (the recipe's scale is kept: AST still divides by 2 std)."""
+        self.normalisation = self.normalisation.fixed(mean, std)
 
     @property
     def norm_stats(self) -> Tuple[float, float]:
-        """(mean, std) used for fixed normalisation, as given (the buffers hold them in float32)."""
-        return self._stats
+        """(mean, std) of the fixed normalisation, as given (the buffers hold them in float32)."""
+        return self.normalisation.mean, self.normalisation.std
 
     @torch.inference_mode()
-    def calibrate(self, audio, sr: Optional[int] = None) -> Tuple[float, float]:
-        """Set the log-mel mean/std from a dataset's clips (as the original evaluations do):
-        the mean and (population) standard deviation over every time-frequency value of every clip.
-        Returns ``(mean, std)``."""
+    def calibrate(self, audio, sr=None) -> Tuple[float, float]:
+        """Set the feature mean/std from a dataset's clips (as the original evaluations do): the mean and
+        (population) standard deviation over every time-frequency value of every clip. Returns ``(mean, std)``."""
         clips = self._prepare(audio, sr)[0]
-        total = total_sq = 0.0
-        count = 0
+        m = RunningMoments()
         for _, wav, _ in clips:
             for feats in self._feature_chunks(wav):
-                x = feats.double()
-                total += float(x.sum())
-                total_sq += float((x * x).sum())
-                count += x.numel()
-        if count == 0:
+                m.add(feats)
+        if not m.n:
             raise AudioError("calibrate() needs at least one clip")
-        mean = total / count
-        std = max(total_sq / count - mean * mean, 0.0) ** 0.5
+        mean, std = m.mean_std(ddof=0)
         self.set_norm_stats(mean, std)
         return mean, std
 
@@ -182,6 +195,23 @@ class Encoder(nn.Module):
         fe = self.frontend
         T = fe.frames_for(wav.shape[-1])
         return fe.window_frames(fe.edge_pad(wav)[None], 0, T)[0]
+
+    def _feature_chunks(self, wav: torch.Tensor, frames: int = 4096):
+        """``_features(wav)`` in consecutive blocks of ``frames`` frames (bounded memory for long clips)."""
+        fe = self.frontend
+        T = fe.frames_for(wav.shape[-1])
+        padded = fe.edge_pad(wav)[None]
+        for a in range(0, T, frames):
+            yield fe.window_frames(padded, a, min(T, a + frames))[0]
+
+    def _clip_stats(self, wav: torch.Tensor) -> Tuple[float, float]:
+        """Mean and Bessel-corrected std (as torch's ``x.std()`` in the originals) of one clip's features."""
+        m = RunningMoments()
+        for feats in self._feature_chunks(wav):
+            m.add(feats)
+        if not m.n:
+            raise AudioError("no feature frames to normalise")
+        return m.mean_std(ddof=1)
 
     # ---- inputs ------------------------------------------------------------------------------
     def _prepare(self, audio, sr) -> Tuple[List[Tuple[str, torch.Tensor, Optional[str]]], bool]:
@@ -261,96 +291,35 @@ class Encoder(nn.Module):
         x = self.frontend(wavs, lengths)
         n_frames = torch.tensor([self.frontend.frames_for(L) for L in lengths], device=x.device)
         stats = None
-        if self.norm_mode == "per_clip":
+        if self.normalisation.per_clip:
             valid = (torch.arange(x.shape[-1], device=x.device)[None] < n_frames[:, None])[:, None, :]
             count = valid.sum(dim=(1, 2)) * x.shape[1]
             mean = (x * valid).sum(dim=(1, 2)) / count
             # Bessel-corrected, as torch's x.std() that the originals apply to their batch
             var = (((x - mean[:, None, None]) * valid) ** 2).sum(dim=(1, 2)) / (count - 1).clamp(min=1)
-            stats = (mean, var.sqrt())
+            stats = (mean, var.sqrt() * self.normalisation.scale)
         return self._network(x, n_frames, stats)
 
     def _network(self, feats: torch.Tensor, n_frames: torch.Tensor,
                  stats: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
-        """Normalise features [B, F, T], apply the padding rule past each row's length, run the network."""
+        """Normalise features [B, F, T] by ``stats`` = (mean, divisor) (default: the fixed ones), apply the
+        padding rule past each row's length, run the backbone."""
         if stats is None:
-            stats = (self.norm_mean, self.norm_std)
-        mean, std = (s.reshape(-1, 1, 1) if s.ndim else s for s in stats)
-        in_frames = getattr(self.network, "in_frames", None)
-        if in_frames is not None:
-            need = max(in_frames(int(n)) for n in n_frames.tolist())
-            if need > feats.shape[-1]:
-                feats = torch.nn.functional.pad(feats, (0, need - feats.shape[-1]))
+            stats = (self.norm_mean, self.norm_divisor)
+        mean, div = (s.reshape(-1, 1, 1) if s.ndim else s for s in stats)
+        need = max(self.network.in_frames(int(n)) for n in n_frames.tolist())
+        if need > feats.shape[-1]:
+            feats = torch.nn.functional.pad(feats, (0, need - feats.shape[-1]))
         t = torch.arange(feats.shape[-1], device=feats.device)
         valid = (t[None, :] < n_frames[:, None])[:, None, :]
-        if self.card.pad_value is None:                     # zero after normalisation
-            x = ((feats - mean) / std) * valid.to(feats.dtype)
+        pad_value = self.tiling.pad_value
+        if pad_value is None:                               # zero after normalisation
+            x = ((feats - mean) / div) * valid.to(feats.dtype)
         else:                                               # a raw value, then normalised
-            x = (torch.where(valid, feats, torch.full_like(feats, self.card.pad_value)) - mean) / std
+            x = (torch.where(valid, feats, torch.full_like(feats, pad_value)) - mean) / div
         return self.network(x.to(self.dtype), n_frames)
 
-    def _feature_chunks(self, wav: torch.Tensor, frames: int = 4096):
-        """``_features(wav)`` in consecutive blocks of ``frames`` frames (bounded memory for long clips)."""
-        fe = self.frontend
-        T = fe.frames_for(wav.shape[-1])
-        padded = fe.edge_pad(wav)[None]
-        for a in range(0, T, frames):
-            yield fe.window_frames(padded, a, min(T, a + frames))[0]
-
-    def _clip_stats(self, wav: torch.Tensor) -> Tuple[float, float]:
-        """Mean and Bessel-corrected std (as torch's ``x.std()`` in the originals) of one clip's features,
-        accumulated block by block in float64 around the first block's mean."""
-        shift, s, ss, n = None, 0.0, 0.0, 0
-        for feats in self._feature_chunks(wav):
-            x = feats.double()
-            if shift is None:
-                shift = float(x.mean())
-            d = x - shift
-            s += float(d.sum())
-            ss += float((d * d).sum())
-            n += d.numel()
-        if not n:
-            raise AudioError("no feature frames to normalise")
-        var = max(ss - s * s / n, 0.0) / max(n - 1, 1)
-        return shift + s / n, var ** 0.5
-
-    def _out_frames(self, n: int, layer: str) -> int:
-        fn = getattr(self.network, "out_frames", None)
-        return fn(n, layer) if fn is not None else n // self.network.layer_strides[layer]
-
-    def _core(self, p: "_Piece", n_frames: int, layer: str) -> int:
-        """How many output steps of ``layer`` belong to piece ``p`` (the rest is context)."""
-        s = self.network.layer_strides[layer]
-        if self.context_frames == 0:                        # independent windows
-            return self._out_frames(p.stop - p.start, layer)
-        return (p.stop - p.start) // s if not p.last else n_frames // s - p.start // s
-
-    def _pieces(self, clip: int, n_frames: int) -> List[_Piece]:
-        S = self.max_stride
-        C = max(S, (self.chunk_frames // S) * S)
-        X = -(-self.context_frames // S) * S
-        pieces = []
-        O = self.card.overlap_frames
-        if self.context_frames == 0 and O > 0:
-            # independent windows of C + O frames every C frames (each also reads the O real frames
-            # after its own C); the last window owns the rest when it fits in C + O frames
-            a = 0
-            while a < n_frames:
-                last = n_frames <= a + C + O
-                b = n_frames if last else a + C
-                pieces.append(_Piece(clip, a, b, 0, 0 if last else O, last))
-                a = b
-            return pieces
-        for a in range(0, n_frames, C):
-            b = min(n_frames, a + C)
-            pieces.append(_Piece(clip, a, b, min(X, a), min(X, n_frames - b), b == n_frames))
-        return pieces
-
-    def default_batch_size(self) -> int:
-        """Pieces per batch when ``embed`` is not told: the card's CPU choice on a CPU (BYOL-A: 4, where
-        larger batches are slower and hold more memory), 16 on an accelerator."""
-        return self.card.cpu_batch_size if self.device.type == "cpu" else 16
-
+    # ---- embed: plan -> run -> assemble ---------------------------------------------------------
     @torch.inference_mode()
     def embed(self, audio, sr=None, *, layers: LayerSpec = None, batch_size: Optional[int] = None,
               progress: Union[bool, Callable[[float], None]] = False) -> Union[Embedding, List[Embedding]]:
@@ -369,122 +338,146 @@ class Encoder(nn.Module):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         names = self._layers(layers)
-        strides = {n: self.network.layer_strides[n] for n in names}
-        target = max(strides.values())
         clips, single = self._prepare(audio, sr)
+        plan = self._plan(clips, names)
+        results, vectors = self._run(plan, int(batch_size), progress)
+        embs = self._assemble(plan, results, vectors)
+        return embs[0] if single else embs
+
+    def _plan(self, clips: List[Clip], names: List[str]) -> _Plan:
         fe = self.frontend
         padded, n_frames, pieces = [], [], []
         for ci, (name, wav, _) in enumerate(clips):
             T = fe.frames_for(wav.shape[-1])
             need = self.network.min_frames
             if T < need:
-                # a front end that knows its own edge rule says how many samples give ``need`` frames
-                min_n = fe.min_samples(need) if hasattr(fe, "min_samples") else (need - 1) * fe.hop_length + 1
-                min_ms = 1000.0 * min_n / self.sample_rate
+                min_ms = 1000.0 * fe.min_samples(need) / self.sample_rate
                 raise AudioError(f"{name}: {1000.0 * wav.shape[-1] / self.sample_rate:.1f} ms of audio is too short "
                                  f"for {self.name}: it needs at least {min_ms:.0f} ms")
             padded.append(fe.edge_pad(wav))
             n_frames.append(T)
             pieces.extend(self._pieces(ci, T))
-        per_clip = None
-        if self.norm_mode == "per_clip":
-            per_clip = [self._clip_stats(w) for _, w, _ in clips]
+        per_clip = [self._clip_stats(w) for _, w, _ in clips] if self.normalisation.per_clip else None
+        return _Plan(clips, names, {n: self.network.layer_strides[n] for n in names}, padded, n_frames, pieces,
+                     per_clip)
+
+    def _pieces(self, clip: int, n_frames: int) -> List[_Piece]:
+        """Cut a clip of ``n_frames`` feature frames into pieces (see :class:`~audio_repr.models.base.Tiling`)."""
+        stride = self.network.max_stride
+        tiling = self.tiling
+        chunk = max(stride, (tiling.chunk_frames // stride) * stride)
+        context = -(-tiling.context_frames // stride) * stride
+        overlap = tiling.overlap_frames
+        pieces = []
+        if tiling.windows and overlap > 0:
+            # independent windows of chunk + overlap frames every chunk frames (each also reads the overlap's
+            # real frames after its own); the last window owns the rest when it fits in chunk + overlap frames
+            a = 0
+            while a < n_frames:
+                last = n_frames <= a + chunk + overlap
+                b = n_frames if last else a + chunk
+                pieces.append(_Piece(clip, a, b, 0, 0 if last else overlap, last))
+                a = b
+            return pieces
+        for a in range(0, n_frames, chunk):
+            b = min(n_frames, a + chunk)
+            pieces.append(_Piece(clip, a, b, min(context, a), min(context, n_frames - b), b == n_frames))
+        return pieces
+
+    def _core(self, p: _Piece, n_frames: int, layer: str) -> int:
+        """How many output steps of ``layer`` belong to piece ``p`` (the rest is context)."""
+        s = self.network.layer_strides[layer]
+        if self.tiling.windows:
+            return self.network.out_frames(p.stop - p.start, layer)
+        return (p.stop - p.start) // s if not p.last else n_frames // s - p.start // s
+
+    def _run(self, plan: _Plan, batch_size: int, progress) -> Tuple[Dict, Dict]:
+        """Every piece through the backbone, longest first, ``batch_size`` at a time. Returns each piece's
+        fused output steps ``{(clip, start): [steps, D]}`` (own memory, on the CPU) and, for token pooling,
+        its clip vector."""
+        pieces, names, strides = plan.pieces, plan.names, plan.strides
         order = sorted(range(len(pieces)), key=lambda i: -pieces[i].n_frames)
-        long_audio = len(pieces) > max(len(clips), batch_size)   # some clip is split into many pieces
+        long_audio = len(pieces) > max(len(plan.clips), batch_size)   # some clip is split into many pieces
+        token = self.network.clip_pooling == "token"
         results: Dict[Tuple[int, int], torch.Tensor] = {}
-        tokens: Dict[Tuple[int, int], torch.Tensor] = {}   # clip_pooling="token": per-piece clip vectors
+        vectors: Dict[Tuple[int, int], torch.Tensor] = {}
         report = progress if callable(progress) else None
         bar = _progress(len(pieces), progress is True, self.name)
-        seconds = [wav.shape[-1] / self.sample_rate for _, wav, _ in clips]
+        seconds = [wav.shape[-1] / self.sample_rate for _, wav, _ in plan.clips]
         was_training = self.training
         self.eval()
         try:
             for b0 in range(0, len(order), batch_size):
                 batch = [pieces[i] for i in order[b0: b0 + batch_size]]
-                feats = self._piece_features(batch, padded)
+                feats = self._piece_features(batch, plan.padded)
                 lens = torch.tensor([p.n_frames for p in batch], device=feats.device)
                 stats = None
-                if per_clip is not None:
-                    stats = tuple(torch.tensor([per_clip[p.clip][k] for p in batch], device=feats.device)
-                                  for k in (0, 1))
+                if plan.per_clip is not None:
+                    scale = self.normalisation.scale
+                    stats = (torch.tensor([plan.per_clip[p.clip][0] for p in batch], device=feats.device),
+                             torch.tensor([plan.per_clip[p.clip][1] * scale for p in batch], device=feats.device))
                 outs = self._network(feats, lens, stats)
-                tok = None
-                if self.card.clip_pooling == "token":
-                    tok = getattr(outs, "clip", None)
-                    if tok is None:
-                        raise ValueError(f"{self.name}: clip_pooling='token' needs the network to return .clip")
+                tok = outs.clip if token else None
+                if token and tok is None:
+                    raise ValueError(f"{self.name}: a backbone with clip_pooling='token' must return LayerOutputs.clip")
                 for j, p in enumerate(batch):
                     parts = {}
                     for n in names:
                         s = strides[n]
-                        core = self._core(p, n_frames[p.clip], n)
+                        core = self._core(p, plan.n_frames[p.clip], n)
                         parts[n] = outs[n][j, p.left // s: p.left // s + core].float()
                     r = fuse(parts, strides) if len(names) > 1 else parts[names[0]]
                     r = r.to("cpu", torch.float32)
                     # own the memory: a view would keep the whole batch output (context included) alive
                     results[(p.clip, p.start)] = r.clone() if r._base is not None else r
                     if tok is not None:
-                        tokens[(p.clip, p.start)] = torch.cat([tok[n][j].float() for n in names])
+                        vectors[(p.clip, p.start)] = torch.cat([tok[n][j].float() for n in names])
                 del outs, feats, tok
                 if long_audio:
                     _release_free_heap()
                 if bar is not None:
                     bar.update(len(batch))
                 if report is not None:   # the seconds of audio the batch's pieces own (their share of the clip)
-                    report(sum(seconds[p.clip] * (p.stop - p.start) / n_frames[p.clip] for p in batch))
+                    report(sum(seconds[p.clip] * (p.stop - p.start) / plan.n_frames[p.clip] for p in batch))
         finally:
             self.train(was_training)
             if bar is not None:
                 bar.close()
-        dims = [self.network.layer_dims[n] for n in names]
+        return results, vectors
+
+    def _assemble(self, plan: _Plan, results: Dict, vectors: Dict) -> List[Embedding]:
+        names, strides, target = plan.names, plan.strides, plan.target
+        fe = self.frontend
         slices, c = {}, 0
-        for n, d in zip(names, dims):
+        for n in names:
+            d = self.network.layer_dims[n]
             slices[n] = (c, c + d)
             c += d
         hop_ms = fe.hop_length * 1000.0 / self.sample_rate
-        offset_ms = getattr(fe, "frame_offset_ms", 0.0)
         coarsest = next(n for n in names if strides[n] == target)
-        window = getattr(self.network, "layer_windows", {}).get(coarsest, target)
+        window = self.network.layer_windows.get(coarsest, target)
+        pool = POOLERS[self.network.clip_pooling]
         embs = []
-        for ci, (name, wav, source) in enumerate(clips):
-            ps = self._pieces(ci, n_frames[ci])
+        for ci, (name, wav, source) in enumerate(plan.clips):
+            ps = self._pieces(ci, plan.n_frames[ci])
             sizes = [results[(ci, p.start)].shape[0] for p in ps]
             # filled piece by piece as the pieces are released: the output is held once, not twice
             frames = torch.empty((sum(sizes), results[(ci, ps[0].start)].shape[-1]), dtype=torch.float32)
-            stamps, piece_clips, owned = [], [], []
+            stamps, piece_vectors, owned = [], [], []
             at = 0
             for p, size in zip(ps, sizes):
                 f = results.pop((ci, p.start))
                 frames[at: at + size] = f
                 at += size
                 del f
-                if tokens:
-                    piece_clips.append(tokens.pop((ci, p.start)))
+                if vectors:
+                    piece_vectors.append(vectors.pop((ci, p.start)))
                     owned.append(p.stop - p.start)
-                i = torch.arange(size, dtype=torch.float64)
-                # centre of each output step's window of feature frames, from the piece's own start
-                stamps.append(offset_ms + (p.start + i * target + (window - 1) / 2.0) * hop_ms)
-            ts = torch.cat(stamps)
-            clip = self._pool_clip(frames, piece_clips, owned)
-            embs.append(Embedding(frames=frames, timestamps_ms=ts, clip=clip, layers=names,
-                                  model=self.name, layer_slices=slices,
-                                  duration_s=wav.shape[-1] / self.sample_rate,
-                                  source=source))
-        return embs[0] if single else embs
-
-    def _pool_clip(self, frames: torch.Tensor, piece_clips: Sequence[torch.Tensor] = (),
-                   owned: Sequence[int] = ()) -> torch.Tensor:
-        """Clip embedding by the card's ``clip_pooling``: ``"mean_max"`` (mean + max over time), ``"mean"``,
-        or ``"token"`` (the network's per-piece clip vectors, averaged weighted by the frames each piece owns)."""
-        how = self.card.clip_pooling
-        if how == "token":
-            w = torch.tensor(owned, dtype=torch.float32)
-            return (torch.stack(list(piece_clips)).cpu() * (w / w.sum())[:, None]).sum(dim=0)
-        if how == "mean_max":
-            return mean_max_pool(frames)
-        if how == "mean":
-            return frames.mean(dim=-2)
-        raise ValueError(f"{self.name}: unknown clip_pooling {how!r} (expected 'mean_max', 'mean' or 'token')")
+                stamps.append(frame_grid_ms(p.start, size, target, window, hop_ms, fe.frame_offset_ms))
+            embs.append(Embedding(frames=frames, timestamps_ms=torch.cat(stamps),
+                                  clip=pool(frames, piece_vectors, owned), layers=names, model=self.name,
+                                  layer_slices=slices, duration_s=wav.shape[-1] / self.sample_rate, source=source))
+        return embs
 
     def _piece_features(self, batch: List[_Piece], padded: List[torch.Tensor]) -> torch.Tensor:
         fe = self.frontend
@@ -496,7 +489,7 @@ class Encoder(nn.Module):
         stack = segs[0].new_zeros((len(segs), longest))
         for j, s in enumerate(segs):
             stack[j, : s.shape[-1]] = s
-        frames = max(max(f1 - f0 for f0, f1 in span), self.card.min_piece_frames)
+        frames = max(max(f1 - f0 for f0, f1 in span), self.tiling.min_piece_frames)
         return fe.window_frames(stack, 0, frames)
 
 
