@@ -282,8 +282,11 @@ def _check_resume(out_dir: Path, settings: dict, outputs: List[Path], overwrite:
 
 
 def _short(v) -> str:
+    """A setting for a one-line message: digests cut to 12 hex digits, other values whole up to 80 characters."""
+    if isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v):
+        return v[:12] + "…"
     s = json.dumps(v) if not isinstance(v, str) else v
-    return s if len(s) <= 24 else s[:12] + "…"
+    return s if len(s) <= 80 else s[:77] + "…"
 
 
 def _durations(files: List[Tuple[Path, Path]]) -> List[float]:
