@@ -16,7 +16,7 @@ import threading
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch

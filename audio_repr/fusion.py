@@ -8,7 +8,7 @@ max-pooling over time, then concatenated; the clip embedding is mean + max over 
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import List, Mapping, Sequence, Union
 
 import torch
 import torch.nn.functional as F

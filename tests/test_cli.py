@@ -58,7 +58,7 @@ def test_embed_files_and_folders(tmp_path):
     # a second run skips finished files; --layers fusion in another folder
     r2 = run("embed", data / "a.wav", "--model", "byola-v1-512", "--weights", ckpt, "--out", out, "-q")
     assert "skipped 1" in r2.stderr
-    r3 = run("embed", str(data / "**" / "*.flac"), "--model", "byola-v1-512", "--weights", ckpt, "--out",
+    run("embed", str(data / "**" / "*.flac"), "--model", "byola-v1-512", "--weights", ckpt, "--out",
              tmp_path / "fused", "--layers", "fusion", "-q")
     f = np.load(tmp_path / "fused" / "sub" / "b.flac.npz")   # named below the glob's folder
     assert f["frames"].shape == (25, 4608) and list(f["layers"]) == ["conv1", "conv2", "conv3", "fc1", "fc2"]

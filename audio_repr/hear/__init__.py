@@ -14,7 +14,7 @@ in milliseconds, computed from frame indices (no drift); scene embeddings are th
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Tuple
 
 import torch
 from torch import nn
