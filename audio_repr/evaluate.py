@@ -9,7 +9,7 @@ clip embeddings:
   at most 200 epochs), early stopping on validation accuracy (patience 20), best weights restored;
   as in EVAR, an epoch that ties the best validation accuracy counts as the best (the later weights
   are kept and the patience starts again): with a strict improvement rule the probe stops on the
-  first plateau of a small validation set (ESC-50: 1.5 points lower and three times the spread);
+  first plateau of a small validation set (ESC-50, ``byola-v1-512``: 82.8 ± 0.6 % instead of 84.2 ± 0.3 %);
 * the mean over seeds 42, 43, 44;
 * a dataset with folds is evaluated leave-one-fold-out, 10 % of the training folds held out for
   validation; a dataset with a ``split`` column uses its ``train``/``valid``/``test`` (10 % of train
@@ -25,15 +25,16 @@ penalised), solved full-batch by L-BFGS in float64 until the largest gradient en
 (no validation holdout) and is deterministic: with one fixed network every seed gives the same number
 (it is computed once); a random-initialisation baseline still draws one network per seed.
 
-Small data is not evaluated silently: a class with a single training row where validation rows must be
-held out from the training rows is refused (``ValueError``), and a :class:`SmallDataWarning` is issued
+Small data is not evaluated silently: a class with a single training row where the EVAR probe must hold
+validation rows out of the training rows is refused (``ValueError``), and a :class:`SmallDataWarning` is issued
 when some class has fewer than ``MIN_TRAIN_PER_CLASS`` training rows (after the holdout) or when test
 rows belong to a class with no training rows.
 
 The dataset is a CSV with ``file,label`` and optionally ``fold`` or ``split`` (other columns are
 ignored); files are relative to the CSV's folder, or to ``audio_dir``. Other column names are mapped with
-``file_column``/``label_column``/``fold_column``: ESC-50's own metadata is read as
-``read_dataset("esc50.csv", "fold", file_column="filename", label_column="category", audio_dir="audio")``.
+``file_column``/``label_column``/``fold_column``: ESC-50's own metadata (the official repository's layout) is
+read as ``read_dataset("meta/esc50.csv", "fold", file_column="filename", label_column="category",
+audio_dir="../audio")``.
 """
 
 from __future__ import annotations
