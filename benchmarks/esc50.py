@@ -44,8 +44,16 @@ TEN_SEEDS = {"official-readme-10seeds": ("byola-v1-512", "official", ["--seeds",
              "official-10seeds": ("byola-v1-512", "official", ["--calibrate", "--seeds", SEEDS10])}
 # one model of every other family, random weights, one seed, on the smoke subset (a path check, not a score;
 # ast-audioset-crop: AST without padding 5 s clips to 10.24 s, half the CPU time of ast-audioset)
-SMOKE = {f"smoke-{m}": (m, "random", ["--seeds", "42"])
-         for m in ("byola-v2-2048", "msm-mae-80x208", "vggish", "ast-audioset-crop")}
+SMOKE_MODELS = ("byola-v2-2048", "msm-mae-80x208", "vggish", "ast-audioset-crop", "efficientat-mn04-as")
+SMOKE = {f"smoke-{m}": (m, "random", ["--seeds", "42"]) for m in SMOKE_MODELS}
+
+
+def _registered(runs: dict) -> dict:
+    """The runs whose model this installation has (a family added later runs once it is registered)."""
+    import audio_repr
+
+    names = set(audio_repr.list_models())
+    return {k: v for k, v in runs.items() if v[0] in names}
 SMOKE_CLASSES, SMOKE_PER_FOLD = 5, 2     # targets 0-4, the first 2 clips of each class in each fold: 50 clips
 
 
@@ -184,7 +192,7 @@ def main():
         ap.error("--data is required to run")
     args.data = args.data.resolve()
     args.cache = (args.cache or args.data / "cache").resolve()
-    runs = dict(SMOKE if args.smoke else TEN_SEEDS if args.ten_seeds else FULL)
+    runs = dict(_registered(SMOKE) if args.smoke else TEN_SEEDS if args.ten_seeds else FULL)
     if args.ten_seeds:
         args.probes = ["evar"]
     if args.only:

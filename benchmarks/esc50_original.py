@@ -38,6 +38,7 @@ training-only ``pytorch_lightning`` import is a stub. ESC-50 is given to the ori
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -79,9 +80,7 @@ def main():
         return torch.from_numpy(data.T.copy()), sr
 
     torchaudio.load = load
-    try:
-        import pytorch_lightning  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("pytorch_lightning") is None:      # imported by byol_a.common, used to train
         sys.modules["pytorch_lightning"] = types.ModuleType("pytorch_lightning")
 
     cwd = os.getcwd()
@@ -169,8 +168,6 @@ def main():
                     clf.fit(Xtr, ytr)
                     per_seed[f"fold {k + 1}"].append(float(clf.score(Xte, yte)[0]))
         elif probe == "byola":
-            from itertools import chain  # noqa: F401  (used by linear_eval_multi)
-
             for seed in seeds:
                 seed_everything(seed)
                 scores = []
