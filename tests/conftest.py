@@ -104,6 +104,8 @@ def accumulations(enc, layer=None):
     * the front end's mel projection: one term per frequency bin (``fb`` rows);
     * a CNN (BYOL-A, VGGish): each convolution (in-channels x kernel height x width), each linear
       layer (in-features), up to ``layer``;
+    * EfficientAT's MobileNetV3: each convolution, each squeeze-excitation (its average over frequency x
+      time of a 10 s clip, its two linear layers), the classifier's linear layers (``logits``);
     * a ViT (MSM-MAE, AST): the patch projection (16 x 16), then per block the qkv projection (width),
       the attention scores (head width), the attention-weighted sum (tokens of a window), the output
       projection (width) and the two MLP layers (width, hidden).
@@ -126,6 +128,24 @@ def accumulations(enc, layer=None):
             heads = getattr(a, "heads", None) or a.num_heads
             ks += [a.qkv.in_features, a.qkv.in_features // heads, tokens, a.proj.in_features,
                    m.fc1.in_features, m.fc2.in_features]
+    elif enc.card.family == "efficientat":
+        # MobileNetV3: each convolution (in-channels / groups x kernel), each squeeze-excitation's average over
+        # frequency x time (counted for a 10 s clip) and its two linear layers, then the classifier's two
+        # linear layers (``logits``), up to ``layer``
+        deepest = len(net.features) - 1
+        last = deepest if layer in (None, "features", "logits") else int(layer[len("block"):])
+        steps = 1000                                                    # front-end frames of 10 s
+        for i, blk in enumerate(net.features[: last + 1]):
+            stride = net.layer_strides[f"block{i}"]
+            for mod in blk.modules():
+                if isinstance(mod, nn.Conv2d):
+                    ks.append(mod.in_channels // mod.groups * math.prod(mod.kernel_size))
+                elif type(mod).__name__ == "SqueezeExcitation":
+                    ks.append((enc.frontend.n_mels // stride) * -(-steps // stride))
+                elif isinstance(mod, nn.Linear):
+                    ks.append(mod.in_features)
+        if layer in (None, "logits"):
+            ks += [m.in_features for m in net.classifier if isinstance(m, nn.Linear)]
     else:
         if enc.card.family == "vggish":
             from audio_repr.models.vggish import FUSION_SOURCES, LAYER_NAMES

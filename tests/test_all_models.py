@@ -75,7 +75,7 @@ def test_forward_agrees_with_embed(enc):
     """The differentiable ``forward`` (a padded batch at the model's rate) gives ``embed``'s frames for a
     clip that fits in one piece."""
     wav = noise(2.2, seed=4)
-    e = enc.embed(wav, sr=16000)
+    e = enc.embed(wav, sr=enc.sample_rate)                  # the same samples forward() reads at the model rate
     outs = enc(torch.stack([wav, torch.cat([wav[:16000], torch.zeros(len(wav) - 16000)])]), [len(wav), 16000])
     got = outs[enc.card.default_layer][0, : e.frames.shape[0]].detach().float()
     fan_in, depth = accumulations(enc)

@@ -125,3 +125,4 @@ from .filterbanks import (STYLES, MelStyle, htk_mel_filterbank, kaldi_mel_filter
 from .kaldi import KaldiFbank  # noqa: E402
 from .logmel import LogMelSpectrogram  # noqa: E402
 from .vggish import VGGishLogMel  # noqa: E402
+from .efficientat import EfficientATMel  # noqa: E402

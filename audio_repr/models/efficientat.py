@@ -1,0 +1,290 @@
+"""EfficientAT MobileNetV3 ("mn" models; Schmid, Koutini, Widmer, ICASSP 2023) with every block exposed.
+
+Network (``fschmid56/EfficientAT``, ``models/mn``): MobileNetV3-Large scaled by ``width_mult`` (channels
+rounded to multiples of 8), one input channel, BatchNorm eps 1e-3, strides ``(2, 2, 2, 2)``: ``features[0]``
+(3x3 conv stride 2, BN, hardswish), ``features[1..15]`` (inverted residual blocks: 1x1 expand, depthwise
+k x k, squeeze-excitation on the channels where the block has one, 1x1 project, residual when the shape
+allows), ``features[16]`` (1x1 conv to ``6 x`` the last width, BN, hardswish); head ``"mlp"``: global
+average -> Linear -> hardswish -> dropout -> Linear (527 AudioSet logits). The squeeze-excitation averages
+its block over frequency *and time* (the original's default ``se_dims="c"``). Parameter names are the
+official checkpoints' (``features.K.block.J...``, ``classifier.2``, ``classifier.5``): they load strictly.
+
+Layers (input: the normalised log-mel ``[B, 128, T]``, 10 ms frames at 32 kHz):
+
+* ``block0`` .. ``block16``: ``features[K]``'s map ``[C, F, T_K]`` averaged over frequency, one frame per
+  time step (stride 2, 2, 4, 4, 8, 8, 8, 16 x 6, 32 x 4 front-end frames); clip vector: the map's mean
+  over frequency and time;
+* ``features``: the frames of ``block16`` (one per 320 ms); clip vector: the original's pooled embedding
+  ``features`` [384 for mn04] (global average of the last map);
+* ``logits``: per frame, the classifier applied to that frame's ``features`` vector (frame-wise AudioSet
+  logits); clip vector: the original's ``logits`` (the classifier on the pooled embedding).
+
+A clip of ``T`` frames gives ``ceil(T / stride)`` steps per layer, as the original's padded convolutions.
+In a batch, every map is zeroed past each row's own length before the next convolution and the
+squeeze-excitation and global averages count only the row's own steps: a clip gives the same outputs alone
+or in a batch.
+
+Long audio: the squeeze-excitation makes every block depend on the whole input's average, so the network
+has no finite receptive field and pieces with context could not reproduce the whole-clip computation.
+Clips up to ``max_frames`` (60000 frames, 10 minutes; mn40: 12000, 2 minutes) therefore run whole, as the original's
+``inference.py`` does (exact); longer clips are cut into independent windows of ``max_frames`` frames (each
+with its own averages), frames are stitched and the clip vectors are the windows' averaged by the frames each
+owns (for ``logits`` an average of the windows' logits).
+
+Input audio is resampled as the original's ``librosa.load`` (librosa 0.9) does: resampy's ``kaiser_best``, then
+cut or zero-padded to ``ceil(n * 32000 / sr)`` samples (the resampler ``"kaiser_best_librosa"``, registered here).
+The original's ``tag`` helper (top AudioSet labels) is not part of the encoder: ``sigmoid`` of the clip's
+``logits`` gives its tag scores.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..audio import RESAMPLERS, _rates, resample_kaiser_best
+from ..frontends.efficientat import EfficientATMel
+from ..registry import ModelCard, Normalisation, register
+from ..weights import load_checkpoint, unwrap_state_dict
+from . import register_family
+from .base import Backbone, Family, LayerOutputs, Tiling
+
+__all__ = ["MobileNetV3", "convert_state_dict", "load_state"]
+
+_BN_EPS = 1e-3
+
+
+def resample_kaiser_best_librosa(wavs: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
+    """``librosa.resample(res_type="kaiser_best")`` (librosa 0.9, the original's ``librosa.load``): resampy's
+    ``kaiser_best`` (:func:`~audio_repr.audio.resample_kaiser_best`, ``int(N * new_sr / orig_sr)`` samples),
+    then cut or zero-padded to ``ceil(N * new_sr / orig_sr)`` samples (``librosa.util.fix_length``): at
+    44.1 -> 32 kHz usually one zero sample more, which the pre-emphasis and the edge padding see."""
+    orig_sr, new_sr = _rates(orig_sr, new_sr)
+    if orig_sr == new_sr:
+        return wavs
+    y = resample_kaiser_best(wavs, orig_sr, new_sr)
+    n = int(math.ceil(wavs.shape[-1] * (float(new_sr) / float(orig_sr))))
+    return y[..., :n] if y.shape[-1] >= n else F.pad(y, (0, n - y.shape[-1]))
+
+
+RESAMPLERS.setdefault("kaiser_best_librosa", resample_kaiser_best_librosa)
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """The TF MobileNet rounding of a channel count (never more than 10% below ``v``)."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv2d (no bias, "same" padding) -> BatchNorm -> activation (torchvision's ConvNormActivation)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1,
+                 act: Optional[type] = nn.Hardswish):
+        layers = [nn.Conv2d(c_in, c_out, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+                  nn.BatchNorm2d(c_out, eps=_BN_EPS, momentum=0.01)]
+        if act is not None:
+            layers.append(act())
+        super().__init__(*layers)
+        self.stride = stride
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel attention: mean over frequency and time -> fc1 -> ReLU -> fc2 -> sigmoid -> scale."""
+
+    def __init__(self, channels: int, squeeze: int):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, squeeze)
+        self.fc2 = nn.Linear(squeeze, channels)
+
+    def forward(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(mean))))
+        return x * s[:, :, None, None]
+
+
+class ConcurrentSE(nn.Module):
+    """The original's ``ConcurrentSEBlock`` with its default single squeeze-excitation (on the channels)."""
+
+    def __init__(self, channels: int, r: int = 4):
+        super().__init__()
+        self.conc_se_layers = nn.ModuleList([SqueezeExcitation(channels, make_divisible(channels // r, 8))])
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, c_in: int, kernel: int, c_exp: int, c_out: int, use_se: bool, hardswish: bool, stride: int):
+        super().__init__()
+        act = nn.Hardswish if hardswish else nn.ReLU
+        layers: List[nn.Module] = []
+        if c_exp != c_in:
+            layers.append(ConvBNAct(c_in, c_exp, 1, act=act))
+        layers.append(ConvBNAct(c_exp, c_exp, kernel, stride, groups=c_exp, act=act))
+        if use_se:
+            layers.append(ConcurrentSE(c_exp))
+        layers.append(ConvBNAct(c_exp, c_out, 1, act=None))
+        self.block = nn.Sequential(*layers)
+        self.use_res_connect = stride == 1 and c_in == c_out
+        self.stride = stride
+
+
+# input_channels, kernel, expanded_channels, out_channels, use_se, hardswish, stride (index into `strides` or 1)
+_SETTING = [
+    (16, 3, 16, 16, False, False, None), (16, 3, 64, 24, False, False, 0), (24, 3, 72, 24, False, False, None),
+    (24, 5, 72, 40, True, False, 1), (40, 5, 120, 40, True, False, None), (40, 5, 120, 40, True, False, None),
+    (40, 3, 240, 80, False, True, 2), (80, 3, 200, 80, False, True, None), (80, 3, 184, 80, False, True, None),
+    (80, 3, 184, 80, False, True, None), (80, 3, 480, 112, True, True, None), (112, 3, 672, 112, True, True, None),
+    (112, 5, 672, 160, True, True, 3), (160, 5, 960, 160, True, True, None), (160, 5, 960, 160, True, True, None),
+]
+
+
+def _mask(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """Zero time steps (last axis) of ``x`` [B, C, F, T] at or beyond ``lengths`` [B]."""
+    if lengths is None:
+        return x
+    keep = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
+    return x * keep[:, None, None, :].to(x.dtype)
+
+
+def _mean_ft(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean of ``x`` [B, C, F, T] (zero past ``lengths``) over frequency and each row's own steps: [B, C]."""
+    if lengths is None:
+        return x.mean(dim=(2, 3))
+    return x.sum(dim=(2, 3)) / (lengths.to(x.dtype)[:, None] * x.shape[2])
+
+
+class MobileNetV3(Backbone):
+    """EfficientAT's ``MN`` with ``head_type="mlp"`` (see the module doc). ``forward`` -> :class:`LayerOutputs`."""
+
+    clip_pooling = "token"
+
+    def __init__(self, n_mels: int = 128, width_mult: float = 0.4, strides: Tuple[int, int, int, int] = (2, 2, 2, 2),
+                 num_classes: int = 527, se_r: int = 4, max_frames: int = 60000):
+        super().__init__()
+        adjust = lambda c: make_divisible(c * width_mult, 8)   # noqa: E731
+        first = adjust(16)
+        layers: List[nn.Module] = [ConvBNAct(1, first, 3, 2)]
+        for c_in, k, c_exp, c_out, se, hs, s in _SETTING:
+            layers.append(InvertedResidual(adjust(c_in), k, adjust(c_exp), adjust(c_out), se, hs,
+                                           1 if s is None else strides[s]))
+        last_in = adjust(160)
+        last = 6 * last_in
+        layers.append(ConvBNAct(last_in, last, 1))
+        self.features = nn.Sequential(*layers)
+        hidden = adjust(1280)
+        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(start_dim=1), nn.Linear(last, hidden),
+                                        nn.Hardswish(), nn.Dropout(p=0.2), nn.Linear(hidden, num_classes))
+        self.layer_dims: Dict[str, int] = OrderedDict()
+        self.layer_strides: Dict[str, int] = OrderedDict()
+        stride = 1
+        for i, m in enumerate(layers):
+            stride *= m.stride
+            self.layer_dims[f"block{i}"] = m.block[-1][0].out_channels if isinstance(m, InvertedResidual) \
+                else m[0].out_channels
+            self.layer_strides[f"block{i}"] = stride
+        self.layer_dims["features"], self.layer_strides["features"] = last, stride
+        self.layer_dims["logits"], self.layer_strides["logits"] = num_classes, stride
+        self.min_frames = 1
+        # the squeeze-excitation averages over the whole input: clips up to max_frames run whole (exact);
+        # longer ones in independent windows of max_frames frames
+        self.tiling = Tiling(chunk_frames=max_frames - max_frames % stride)
+
+    def out_frames(self, n: int, layer: str) -> int:
+        return -(-n // self.layer_strides[layer])
+
+    def _maps(self, x: torch.Tensor, lengths: Optional[torch.Tensor]):
+        """``(K, features[K]'s map [B, C, F, T_K], each row's steps)`` in turn."""
+        if x.ndim == 3:
+            x = x[:, None]
+        x = _mask(x, lengths)
+
+        def conv(mod: ConvBNAct, h, lens):
+            h = mod(h)
+            if mod.stride > 1 and lens is not None:
+                lens = -torch.div(-lens, mod.stride, rounding_mode="floor")     # ceil: "same" padding
+            return _mask(h, lens), lens     # zero past each row's steps before a conv or an average reads them
+
+        for i, layer in enumerate(self.features):
+            if isinstance(layer, InvertedResidual):
+                h = x
+                for sub in layer.block:
+                    if isinstance(sub, ConcurrentSE):
+                        h = sub.conc_se_layers[0](h, _mean_ft(h, lengths))
+                    else:
+                        h, lengths = conv(sub, h, lengths)
+                x = _mask(h + x, lengths) if layer.use_res_connect else h
+            else:
+                x, lengths = conv(layer, x, lengths)
+            yield i, x, lengths
+
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> LayerOutputs:
+        outs, clips = LayerOutputs(), OrderedDict()
+        last = None
+        for i, m, lens in self._maps(x, lengths):
+            outs[f"block{i}"] = m.mean(dim=2).transpose(1, 2)                 # [B, T_k, C]
+            clips[f"block{i}"] = _mean_ft(m, lens)
+            last = f"block{i}"
+        outs["features"], clips["features"] = outs[last], clips[last]
+        head = self.classifier[2:]
+        outs["logits"], clips["logits"] = head(outs["features"]), head(clips["features"])
+        outs.clip = clips
+        return outs
+
+    def feature_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Every ``features[K]`` map ``[B, C, F, T_K]`` of normalised features ``x`` [B, F, T] (whole clips):
+        the original's ``return_fmaps``."""
+        return [m for _, m, _ in self._maps(x, None)]
+
+
+_PREFIX = re.compile(r"^(?:module\.|model\.|net\.)+")
+
+
+def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
+    """An EfficientAT ``mn`` checkpoint (``features.*``, ``classifier.*``; optionally wrapped in
+    ``state_dict``/``model`` or behind a ``module.``/``model.`` prefix) -> our state dict (same names)."""
+    obj = unwrap_state_dict(obj)
+    out: Dict[str, torch.Tensor] = {}
+    for k, v in obj.items():
+        if not isinstance(k, str) or not torch.is_tensor(v):
+            continue
+        name = _PREFIX.sub("", k)
+        if name.startswith(("features.", "classifier.")):
+            out[name] = v
+    return out
+
+
+def load_state(path) -> Dict[str, torch.Tensor]:
+    return convert_state_dict(load_checkpoint(path))
+
+
+register_family(Family("efficientat", build_frontend=EfficientATMel, build_network=MobileNetV3,
+                       load_state=load_state))
+
+
+# ---- the cards ---------------------------------------------------------------------------------------------------
+_LICENCE = "MIT (Copyright (c) 2022 Florian Schmid; https://github.com/fschmid56/EfficientAT/blob/main/LICENSE)"
+_CITE = ("F. Schmid, K. Koutini, G. Widmer, \"Efficient Large-Scale Audio Tagging via Transformer-to-CNN "
+         "Knowledge Distillation\", ICASSP 2023.")
+_FE = dict(sample_rate=32000, n_fft=1024, win_length=800, hop_length=320, n_mels=128, f_min=0.0, f_max=15000.0)
+
+# max_frames: the longest clip run whole (exact); memory of a whole 10-minute clip on a CPU: mn04 0.7 GB,
+# mn10 1.3 GB, mn40 ~5.4 GB, hence mn40's 2-minute windows (~1.1 GB; `enc.tiling = Tiling(60000)` for 10 minutes)
+for _name, _w, _map, _file, _max in (("mn04", 0.4, 0.432, "mn04_as_mAP_432.pt", 60000),
+                                     ("mn10", 1.0, 0.471, "mn10_as_mAP_471.pt", 60000),
+                                     ("mn40", 4.0, 0.484, "mn40_as_mAP_484.pt", 12000)):
+    register(ModelCard(
+        name=f"efficientat-{_name}-as", family="efficientat",
+        description=(f"EfficientAT MobileNetV3 {_name} (width {_w}, AudioSet mAP {_map}), 128 Kaldi mels at 32 kHz; "
+                     f"frames every 320 ms = the last map averaged over frequency, clip = the original's pooled "
+                     f"embedding"),
+        sample_rate=32000, frontend=_FE,
+        arch=dict(n_mels=128, width_mult=_w, strides=(2, 2, 2, 2), num_classes=527, max_frames=_max),
+        normalisation=Normalisation(-4.5, 5.0),       # the original's "fast normalisation" (x + 4.5) / 5
+        default_layer="features", fusion_layers=("block1", "block3", "block6", "block12", "features"),
+        weights=_file, licence=_LICENCE, citation=_CITE, paper="https://arxiv.org/abs/2211.04772",
+        resampler="kaiser_best_librosa", cpu_batch_size=4, published={"AudioSet mAP": round(100 * _map, 1)},
+    ))
