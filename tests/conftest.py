@@ -106,6 +106,7 @@ def accumulations(enc, layer=None):
       layer (in-features), up to ``layer``;
     * EfficientAT's MobileNetV3: each convolution, each squeeze-excitation (its average over frequency x
       time of a 10 s clip, its two linear layers), the classifier's linear layers (``logits``);
+    * PANNs' CNN14: each convolution, then the clip's time mean (10 s clip), fc1 and fc_audioset;
     * a ViT (MSM-MAE, AST): the patch projection (16 x 16), then per block the qkv projection (width),
       the attention scores (head width), the attention-weighted sum (tokens of a window), the output
       projection (width) and the two MLP layers (width, hidden).
@@ -146,6 +147,18 @@ def accumulations(enc, layer=None):
                     ks.append(mod.in_features)
         if layer in (None, "logits"):
             ks += [m.in_features for m in net.classifier if isinstance(m, nn.Linear)]
+    elif enc.card.family == "panns":
+        # CNN14: each convolution (in-channels x 3 x 3) up to ``layer``; for ``embedding``/``logits`` also the
+        # clip's time mean (counted for a 10 s clip) and fc1, and fc_audioset for ``logits``
+        last = 6 if layer in (None, "embedding", "logits") else int(layer[len("conv_block"):])
+        for i in range(1, last + 1):
+            blk = getattr(net, f"conv_block{i}")
+            ks += [blk.conv1.in_channels * math.prod(blk.conv1.kernel_size),
+                   blk.conv2.in_channels * math.prod(blk.conv2.kernel_size)]
+        if layer in (None, "embedding", "logits"):
+            ks += [1000 // 32, net.fc1.in_features]
+        if layer in (None, "logits"):
+            ks.append(net.fc_audioset.in_features)
     else:
         if enc.card.family == "vggish":
             from audio_repr.models.vggish import FUSION_SOURCES, LAYER_NAMES

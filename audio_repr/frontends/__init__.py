@@ -126,3 +126,4 @@ from .kaldi import KaldiFbank  # noqa: E402
 from .logmel import LogMelSpectrogram  # noqa: E402
 from .vggish import VGGishLogMel  # noqa: E402
 from .efficientat import EfficientATMel  # noqa: E402
+from .panns import PANNsLogMel  # noqa: E402
