@@ -45,7 +45,7 @@ from ._io import make_dirs, remove_empty
 
 log = logging.getLogger("audio_repr")
 
-__all__ = ["manifest", "manifest_entry", "companion_files", "cache_dir", "resolve", "download", "cache_status", "cached_ok",
+__all__ = ["manifest", "manifest_entry", "companion_files", "select_tensors", "cache_dir", "resolve", "download", "cache_status", "cached_ok",
            "load_checkpoint", "sha256_file", "WeightsError", "WeightsNotFoundError", "HashMismatchError"]
 
 
@@ -445,6 +445,21 @@ def unwrap_state_dict(obj: Any, keys=("state_dict", "model")) -> Dict[str, Any]:
         if key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
     return obj
+
+
+def select_tensors(obj: Any, keep: Tuple[str, ...], strip: str = r"^(?:module\.|model\.)+") -> Dict[str, torch.Tensor]:
+    """The tensors of a checkpoint (unwrapped as :func:`unwrap_state_dict` does) whose names, once the prefix
+    matching ``strip`` (DDP's ``module.``, a wrapper's ``model.``) is removed, start with one of ``keep``."""
+    import re
+
+    prefix = re.compile(strip)
+    out: Dict[str, torch.Tensor] = {}
+    for k, v in unwrap_state_dict(obj).items():
+        if isinstance(k, str) and torch.is_tensor(v):
+            name = prefix.sub("", k)
+            if name.startswith(keep):
+                out[name] = v
+    return out
 
 
 class _Inert:

@@ -40,7 +40,6 @@ The original's ``tag`` helper (top AudioSet labels) is not part of the encoder: 
 from __future__ import annotations
 
 import math
-import re
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -51,7 +50,7 @@ from torch import nn
 from ..audio import RESAMPLERS, _rates, resample_kaiser_best
 from ..frontends.efficientat import EfficientATMel
 from ..registry import ModelCard, Normalisation, register
-from ..weights import load_checkpoint, unwrap_state_dict
+from ..weights import load_checkpoint, select_tensors
 from . import register_family
 from .base import Backbone, Family, LayerOutputs, Tiling
 
@@ -240,21 +239,10 @@ class MobileNetV3(Backbone):
         return [m for _, m, _ in self._maps(x, None)]
 
 
-_PREFIX = re.compile(r"^(?:module\.|model\.|net\.)+")
-
-
 def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
     """An EfficientAT ``mn`` checkpoint (``features.*``, ``classifier.*``; optionally wrapped in
-    ``state_dict``/``model`` or behind a ``module.``/``model.`` prefix) -> our state dict (same names)."""
-    obj = unwrap_state_dict(obj)
-    out: Dict[str, torch.Tensor] = {}
-    for k, v in obj.items():
-        if not isinstance(k, str) or not torch.is_tensor(v):
-            continue
-        name = _PREFIX.sub("", k)
-        if name.startswith(("features.", "classifier.")):
-            out[name] = v
-    return out
+    ``state_dict``/``model`` or behind a ``module.``/``model.``/``net.`` prefix) -> our state dict (same names)."""
+    return select_tensors(obj, ("features.", "classifier."), strip=r"^(?:module\.|model\.|net\.)+")
 
 
 def load_state(path) -> Dict[str, torch.Tensor]:

@@ -45,7 +45,6 @@ pins (0.6.3, ``res_type="kaiser_best"``: resampy's ``kaiser_best``, then cut or 
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional
 
@@ -56,7 +55,7 @@ from torch import nn
 from ..audio import RESAMPLERS
 from ..frontends.panns import PANNsLogMel
 from ..registry import ModelCard, Normalisation, register
-from ..weights import load_checkpoint, unwrap_state_dict
+from ..weights import load_checkpoint, select_tensors
 from . import register_family
 from .base import Backbone, Family, LayerOutputs, Tiling
 from .efficientat import resample_kaiser_best_librosa
@@ -163,24 +162,14 @@ class Cnn14(Backbone):
         return [m for _, m, _ in self._maps(x, None)]
 
 
-_PREFIX = re.compile(r"^(?:module\.|model\.)+")
 _KEEP = ("bn0.", "conv_block", "fc1.", "fc_audioset.")
-_FRONT_END = ("spectrogram_extractor.", "logmel_extractor.", "spec_augmenter.")
 
 
 def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
     """A PANNs checkpoint (``{"model": state dict, "iteration": ...}`` as released, or the state dict itself;
     optionally behind a ``module.`` prefix) -> our state dict (the same names). The front end's buffers
     (``spectrogram_extractor.*``, ``logmel_extractor.*``) are dropped: our front end rebuilds them."""
-    obj = unwrap_state_dict(obj)
-    out: Dict[str, torch.Tensor] = {}
-    for k, v in obj.items():
-        if not isinstance(k, str) or not torch.is_tensor(v):
-            continue
-        name = _PREFIX.sub("", k)
-        if name.startswith(_KEEP):
-            out[name] = v
-    return out
+    return select_tensors(obj, _KEEP)
 
 
 def load_state(path) -> Dict[str, torch.Tensor]:
