@@ -2,8 +2,8 @@
 
 For each model: seconds of audio embedded per second on 10 s clips at batch sizes 1 and 32 (float32
 and, when asked, bfloat16), the front end's share of the time, the same-run ratio against a peer
-(VGGish: torchvggish's pipeline; AST: the transformers feature extractor + ASTModel, both one clip
-at a time with the same weights; BYOL-A and MSM-MAE: a straightforward per-clip loop over our own
+(VGGish: torchvggish's pipeline; AST: the transformers feature extractor + ASTModel; PANNs: panns_inference's
+Cnn14 — all one clip at a time with the same weights; BYOL-A, MSM-MAE, EfficientAT: a per-clip loop over our own
 modules, the way the original runtimes work: front end, normalisation and network one clip at a
 time), and the peak RSS growth while embedding one long WAV file by its path (10 and 60 minutes; at
 the model's rate, mono, unless --memory-sr / --memory-channels say otherwise) in a fresh process.
@@ -96,6 +96,36 @@ def transformers_ast_peer(hf, clips, device):
     return run
 
 
+def panns_peer(ref, clips, device):
+    """panns_inference's Cnn14 (the original's code: torchlibrosa front end + its network), one clip at a time,
+    same weights: its clip embedding."""
+    def run():
+        with torch.inference_mode():
+            for c in clips:
+                ref(c[None].to(device))["embedding"].cpu()
+    return run
+
+
+def _panns_reference(card):
+    """panns_inference's ``Cnn14`` for a PANNs card (its package ``__init__`` downloads a label list on import:
+    load its ``models`` module alone), or None when it is not installed."""
+    import importlib
+    import importlib.util
+    import types
+
+    spec = importlib.util.find_spec("panns_inference")
+    if spec is None:
+        return None
+    if "_panns_reference" not in sys.modules:
+        pkg = types.ModuleType("_panns_reference")
+        pkg.__path__ = [str(Path(spec.origin).parent)]
+        sys.modules["_panns_reference"] = pkg
+    models = importlib.import_module("_panns_reference.models")
+    fe = card.frontend
+    return models.Cnn14(sample_rate=card.sample_rate, window_size=fe["n_fft"], hop_size=fe["hop_length"],
+                        mel_bins=fe["n_mels"], fmin=fe["f_min"], fmax=fe["f_max"], classes_num=527).eval()
+
+
 def load_with_peer(name, device, dtype=None):
     """(our encoder, peer description, peer callable factory). VGGish and AST are compared with their
     reference pipelines (same weights on both sides); BYOL-A and MSM-MAE with a per-clip loop of our
@@ -122,6 +152,18 @@ def load_with_peer(name, device, dtype=None):
                 enc = audio_repr.load(name, weights=d, device=device, dtype=dtype)
             hf.to(device)
             return enc, "transformers pipeline, per clip", lambda clips: transformers_ast_peer(hf, clips, device)
+    if family == "panns":
+        card = audio_repr.get_card(name)
+        ref = _panns_reference(card)
+        if ref is not None:
+            import tempfile
+
+            torch.manual_seed(0)
+            with tempfile.TemporaryDirectory() as d:
+                torch.save({"model": ref.state_dict()}, Path(d) / "cnn14.pth")     # the released layout
+                enc = audio_repr.load(name, weights=Path(d) / "cnn14.pth", device=device, dtype=dtype)
+            ref.to(device)
+            return enc, "panns_inference Cnn14, per clip", lambda clips: panns_peer(ref, clips, device)
     enc = audio_repr.load(name, pretrained=False, device=device, dtype=dtype)
     if family == "vggish":
         try:
