@@ -143,7 +143,7 @@ _SETTING = [
 
 def _mask(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
     """Zero time steps (last axis) of ``x`` [B, C, F, T] at or beyond ``lengths`` [B]."""
-    if lengths is None:
+    if lengths is None or bool((lengths >= x.shape[-1]).all()):   # nothing to zero: x * 1 would be x
         return x
     keep = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
     return x * keep[:, None, None, :].to(x.dtype)
