@@ -304,8 +304,6 @@ def _durations(files: List[Tuple[Path, Path]]) -> List[float]:
 
 
 def _cmd_embed(args) -> int:
-    import audio_repr
-
     from ._io import atomic_write, remove_empty
 
     # everything a user can get wrong is checked before the model is loaded or any audio read
@@ -314,13 +312,7 @@ def _cmd_embed(args) -> int:
         raise FileNotFoundError(f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) found in "
                                 + ", ".join(args.paths))
     out_dir = Path(args.out)
-    layers = _check_layers(args)
-    if args.device is not None:
-        audio_repr.check_device(args.device)
-    if args.weights and args.random_init:
-        raise ValueError("--weights and --random-init exclude each other")
-    if args.weights and not Path(args.weights).expanduser().exists():
-        raise FileNotFoundError(f"--weights {args.weights}: no such file or folder")
+    layers = _check_model_args(args)
     created, case_insensitive = _prepare_out_dir(out_dir)
     outputs = [_out_path(out_dir, rel) for _, rel in files]
     try:
@@ -429,6 +421,21 @@ def _first_clash(keys: List[str], outputs: List[Path], reserved, case_insensitiv
     return None
 
 
+def _check_model_args(args) -> List[str]:
+    """Every model option checked before any model is loaded or audio read (embed, evaluate, plot): the
+    layers (returned, resolved), the device, ``--weights`` (it exists; not with ``--random-init``)."""
+    import audio_repr
+
+    layers = _check_layers(args)
+    if args.device is not None:
+        audio_repr.check_device(args.device)
+    if args.weights and args.random_init:
+        raise ValueError("--weights and --random-init exclude each other")
+    if args.weights and not Path(args.weights).expanduser().exists():
+        raise FileNotFoundError(f"--weights {args.weights}: no such file or folder")
+    return layers
+
+
 def _check_layers(args) -> List[str]:
     """The layer names ``--layers`` selects, checked against the model's layer table without loading it."""
     from .fusion import resolve_layers
@@ -448,8 +455,6 @@ def _load_for(args, seed: int = 0):
 
     if not args.random_init:
         return audio_repr.load(args.model, weights=args.weights, device=args.device)
-    if args.weights:
-        raise ValueError("--weights and --random-init exclude each other")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return audio_repr.load(args.model, device=args.device, pretrained=False)
@@ -462,11 +467,7 @@ def _cmd_evaluate(args) -> int:
         raise ValueError("--C sets the logistic probe's regularisation: use it with --probe logistic")
     if args.C is not None and not args.C > 0:
         raise ValueError(f"--C must be positive, got {args.C}")
-    _check_layers(args)
-    if args.device is not None:
-        import audio_repr
-
-        audio_repr.check_device(args.device)
+    _check_model_args(args)
 
     # a random baseline draws its own network for each probe seed (the mean is then not one draw's luck)
     enc = (lambda seed: _load_for(args, seed)) if args.random_init else _load_for(args)
@@ -496,6 +497,7 @@ def _cmd_plot(args) -> int:
         _require("sklearn", "plot", "scikit-learn")
     from .plot import plot_file, plot_map
 
+    _check_model_args(args)
     enc = _load_for(args)
     if args.map:
         path = plot_map(enc, args.input, args.out, layers=args.layers, method=args.method,
