@@ -41,7 +41,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from ._io import make_dirs, remove_empty
+from ._io import atomic_write, make_dirs, remove_empty
 
 log = logging.getLogger("audio_repr")
 
@@ -177,20 +177,11 @@ def _recorded_sha256(path: Path, st: os.stat_result) -> Optional[str]:
 def _remember_sha256(path: Path, st: os.stat_result, digest: str) -> None:
     """Write the record through a temporary file renamed into place (concurrent writers each write a
     whole, equivalent record; readers never see half of one). A read-only cache just goes unrecorded."""
-    record = _record_path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=record.name + ".", suffix=".tmp", dir=path.parent)
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with atomic_write(_record_path(path), "w", encoding="utf-8") as f:
             json.dump({"file": _stat_key(path, st), "sha256": digest}, f)
-        _publish(tmp, record)
     except OSError:
         pass
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _cached_problem(path: Path, entry: Dict[str, Any]) -> Optional[str]:
