@@ -25,7 +25,8 @@ import torch.nn.functional as F
 PathLike = Union[str, os.PathLike]
 
 __all__ = ["load_audio", "to_mono_tensor", "resample", "resample_batch", "validate_waveform", "get_resampler",
-           "check_sample_rate", "RESAMPLERS", "AudioError", "TruncatedAudioWarning"]
+           "resample_kaiser_best", "resample_kaiser_best_librosa", "check_sample_rate", "RESAMPLERS", "AudioError",
+           "TruncatedAudioWarning"]
 
 
 class AudioError(ValueError):
@@ -536,6 +537,22 @@ def resample_kaiser_best(wavs: torch.Tensor, orig_sr: int, new_sr: int, *, block
 
 
 RESAMPLERS["kaiser_best"] = resample_kaiser_best
+
+
+def resample_kaiser_best_librosa(wavs: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
+    """``librosa.resample(res_type="kaiser_best")`` (librosa 0.9, the original's ``librosa.load``): resampy's
+    ``kaiser_best`` (:func:`~audio_repr.audio.resample_kaiser_best`, ``int(N * new_sr / orig_sr)`` samples),
+    then cut or zero-padded to ``ceil(N * new_sr / orig_sr)`` samples (``librosa.util.fix_length``): at
+    44.1 -> 32 kHz usually one zero sample more, which the pre-emphasis and the edge padding see."""
+    orig_sr, new_sr = _rates(orig_sr, new_sr)
+    if orig_sr == new_sr:
+        return wavs
+    y = resample_kaiser_best(wavs, orig_sr, new_sr)
+    n = int(math.ceil(wavs.shape[-1] * (float(new_sr) / float(orig_sr))))
+    return y[..., :n] if y.shape[-1] >= n else F.pad(y, (0, n - y.shape[-1]))
+
+
+RESAMPLERS["kaiser_best_librosa"] = resample_kaiser_best_librosa
 
 
 def get_resampler(name: str):

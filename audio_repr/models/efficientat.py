@@ -32,14 +32,13 @@ with its own averages), frames are stitched and the clip vectors are the windows
 owns (for ``logits`` an average of the windows' logits).
 
 Input audio is resampled as the original's ``librosa.load`` (librosa 0.9) does: resampy's ``kaiser_best``, then
-cut or zero-padded to ``ceil(n * 32000 / sr)`` samples (the resampler ``"kaiser_best_librosa"``, registered here).
+cut or zero-padded to ``ceil(n * 32000 / sr)`` samples (the resampler ``"kaiser_best_librosa"`` of :mod:`audio_repr.audio`).
 The original's ``tag`` helper (top AudioSet labels) is not part of the encoder: ``sigmoid`` of the clip's
 ``logits`` gives its tag scores.
 """
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -47,7 +46,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio import RESAMPLERS, _rates, resample_kaiser_best
 from ..frontends.efficientat import EfficientATMel
 from ..registry import ModelCard, Normalisation, register
 from ..weights import load_checkpoint, select_tensors
@@ -57,22 +55,6 @@ from .base import Backbone, Family, LayerOutputs, Tiling
 __all__ = ["MobileNetV3", "convert_state_dict", "load_state"]
 
 _BN_EPS = 1e-3
-
-
-def resample_kaiser_best_librosa(wavs: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    """``librosa.resample(res_type="kaiser_best")`` (librosa 0.9, the original's ``librosa.load``): resampy's
-    ``kaiser_best`` (:func:`~audio_repr.audio.resample_kaiser_best`, ``int(N * new_sr / orig_sr)`` samples),
-    then cut or zero-padded to ``ceil(N * new_sr / orig_sr)`` samples (``librosa.util.fix_length``): at
-    44.1 -> 32 kHz usually one zero sample more, which the pre-emphasis and the edge padding see."""
-    orig_sr, new_sr = _rates(orig_sr, new_sr)
-    if orig_sr == new_sr:
-        return wavs
-    y = resample_kaiser_best(wavs, orig_sr, new_sr)
-    n = int(math.ceil(wavs.shape[-1] * (float(new_sr) / float(orig_sr))))
-    return y[..., :n] if y.shape[-1] >= n else F.pad(y, (0, n - y.shape[-1]))
-
-
-RESAMPLERS.setdefault("kaiser_best_librosa", resample_kaiser_best_librosa)
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:

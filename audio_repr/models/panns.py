@@ -52,17 +52,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio import RESAMPLERS
 from ..frontends.panns import PANNsLogMel
 from ..registry import ModelCard, Normalisation, register
 from ..weights import load_checkpoint, select_tensors
 from . import register_family
 from .base import Backbone, Family, LayerOutputs, Tiling
-from .efficientat import resample_kaiser_best_librosa
 
 __all__ = ["Cnn14", "convert_state_dict", "load_state"]
 
-RESAMPLERS.setdefault("kaiser_best_librosa", resample_kaiser_best_librosa)
 
 _WIDTHS = (64, 128, 256, 512, 1024, 2048)
 
