@@ -458,8 +458,11 @@ class Encoder(nn.Module):
         window = self.network.layer_windows.get(coarsest, target)
         pool = POOLERS[self.network.clip_pooling]
         embs = []
+        by_clip: Dict[int, List[_Piece]] = {}
+        for p in plan.pieces:                          # planned once, in each clip's order
+            by_clip.setdefault(p.clip, []).append(p)
         for ci, (name, wav, source) in enumerate(plan.clips):
-            ps = self._pieces(ci, plan.n_frames[ci])
+            ps = by_clip[ci]
             sizes = [results[(ci, p.start)].shape[0] for p in ps]
             # filled piece by piece as the pieces are released: the output is held once, not twice
             frames = torch.empty((sum(sizes), results[(ci, ps[0].start)].shape[-1]), dtype=torch.float32)
