@@ -69,6 +69,8 @@ class ModelCard:
     cpu_batch_size: int = 16         # embed()'s default batch on a CPU (pieces per batch; measured per family:
                                      # CNNs whose activations outgrow the caches prefer small batches)
     published: Mapping = field(default_factory=dict)
+    labels: Optional[str] = None     # the class names of the "logits" layer, a label set of
+                                     # audio_repr.inference.tagging ("audioset"); None: the model cannot tag
 
     @property
     def norm_stats(self) -> Tuple[float, float]:

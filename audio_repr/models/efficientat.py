@@ -33,8 +33,8 @@ owns (for ``logits`` an average of the windows' logits).
 
 Input audio is resampled as the original's ``librosa.load`` (librosa 0.9) does: resampy's ``kaiser_best``, then
 cut or zero-padded to ``ceil(n * 32000 / sr)`` samples (the resampler ``"kaiser_best_librosa"`` of :mod:`audio_repr.audio`).
-The original's ``tag`` helper (top AudioSet labels) is not part of the encoder: ``sigmoid`` of the clip's
-``logits`` gives its tag scores.
+Tagging (the top AudioSet labels with scores, as the original's ``inference.py``: ``sigmoid`` of the clip's
+``logits``) is :func:`audio_repr.inference.tagging.tag`; the cards name the label set (``labels="audioset"``).
 """
 
 from __future__ import annotations
@@ -257,4 +257,5 @@ for _name, _w, _map, _file, _max in (("mn04", 0.4, 0.432, "mn04_as_mAP_432.pt", 
         default_layer="features", fusion_layers=("block1", "block3", "block6", "block12", "features"),
         weights=_file, licence=_LICENCE, citation=_CITE, paper="https://arxiv.org/abs/2211.04772",
         resampler="kaiser_best_librosa", cpu_batch_size=4, published={"AudioSet mAP": round(100 * _map, 1)},
+        labels="audioset",                            # logits: the 527 AudioSet classes (tagging)
     ))
