@@ -125,12 +125,16 @@ def load(name: str, *, weights=None, device: Optional[Union[str, torch.device]] 
     fam = family(card.family)
     frontend = fam.build_frontend(**card.frontend)
     network = fam.build_network(**card.arch)
+    stats = None
     if pretrained:
         path = W.resolve(card.name, weights)
         _load_state(network, fam.load_state(path), path, card.name)
+        stats = network.weights_norm_stats()          # statistics stored with the weights (M2D), before any cast
     elif weights is not None:
         raise ValueError("weights= was given together with pretrained=False; drop one of them")
     enc = Encoder(card, frontend, network)
+    if stats is not None:
+        enc.set_norm_stats(*stats)
     enc.eval()
     if dev is not None:
         enc.to(dev)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Literal, Mapping, Optional
+from typing import Any, Callable, Dict, Literal, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -93,6 +93,11 @@ class Backbone(nn.Module, ABC):
     def in_frames(self, n: int) -> int:
         """Front-end frames the backbone reads for a row of ``n`` real frames (the rest is padding)."""
         return n
+
+    def weights_norm_stats(self) -> Optional[Tuple[float, float]]:
+        """The fixed normalisation ``(mean, std)`` the loaded weights carry (M2D checkpoints store theirs), which
+        :func:`audio_repr.load` then uses instead of the card's; ``None`` (the default): the card's."""
+        return None
 
     @abstractmethod
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Mapping[str, torch.Tensor]:

@@ -36,7 +36,7 @@ import tempfile
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -195,10 +195,12 @@ def _epoch(p: Path) -> int:
     return int(m.group(1)) if m else -1
 
 
-def load_weights(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+def load_weights(path: Union[str, Path], convert: Callable[[Mapping], Dict[str, torch.Tensor]] = convert_state_dict
+                 ) -> Dict[str, torch.Tensor]:
     """Read the encoder's weights from an official release: the ``.pth`` checkpoint itself, the
     release folder holding ``checkpoint-*.pth``, or the release ``.zip`` of that folder (the
-    newest epoch is used when there are several)."""
+    newest epoch is used when there are several). ``convert`` turns the checkpoint into the state
+    dict (M2D, whose releases have the same layouts, passes its own)."""
     from ..weights import WeightsError
 
     path = Path(path)
@@ -206,7 +208,7 @@ def load_weights(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
         found = sorted(path.rglob("*.pth"), key=lambda p: (_epoch(p), str(p)))
         if not found:
             raise WeightsError(f"{path}: no checkpoint-*.pth found in this folder")
-        return convert_state_dict(_safe_torch_load(found[-1]))
+        return convert(_safe_torch_load(found[-1]))
     members = []
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
@@ -215,8 +217,8 @@ def load_weights(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
                 member = max(members, key=lambda n: (_epoch(Path(n)), n))
                 with tempfile.TemporaryDirectory() as tmp:
                     extracted = Path(z.extract(member, tmp))
-                    return convert_state_dict(_safe_torch_load(extracted))
-    return convert_state_dict(_safe_torch_load(path))
+                    return convert(_safe_torch_load(extracted))
+    return convert(_safe_torch_load(path))
 
 
 register_family(Family("msm_mae", build_frontend=LogMelSpectrogram, build_network=MSMMAEEncoder,
@@ -229,8 +231,9 @@ _MSM_LICENCE = ("NTT Software License Agreement for Evaluation (evaluation only,
 _MSM_CITE = ("D. Niizumi, D. Takeuchi, Y. Ohishi, N. Harada, K. Kashino, \"Masked Spectrogram Modeling using "
              "Masked Autoencoders for Learning General-purpose Audio Representation\", HEAR: Holistic Evaluation "
              "of Audio Representations (NeurIPS 2021 Competition), PMLR 166:1-24, 2022.")
-_MSM_FE = dict(sample_rate=16000, n_fft=400, win_length=400, hop_length=160, n_mels=80, f_min=50.0,
-               f_max=8000.0, mel_scale="slaney")
+#: the 16 kHz 80-mel front end (nnAudio's parameters) of MSM-MAE, shared by M2D
+FRONTEND = dict(sample_rate=16000, n_fft=400, win_length=400, hop_length=160, n_mels=80, f_min=50.0,
+                f_max=8000.0, mel_scale="slaney")
 _MSM_TASKS = ("ESC-50", "US8K", "SPCV2", "VC1", "VoxForge", "CREMA-D", "GTZAN", "NSynth", "Surge")
 
 for _name, _unit, _release, _scores in [
@@ -242,7 +245,7 @@ for _name, _unit, _release, _scores in [
         name=_name, family="msm_mae",
         description=(f"MSM-MAE ViT-Base ({_release}), 80 Slaney mels in {_unit}-frame units, 16x16 patches, "
                      "3840-d frames every 160 ms"),
-        sample_rate=16000, frontend=_MSM_FE,
+        sample_rate=16000, frontend=FRONTEND,
         arch=dict(n_mels=80, unit_frames=_unit, patch_size=(16, 16), embed_dim=768, depth=12, num_heads=12,
                   mlp_ratio=4.0, use_cls_token=True),
         # Per-clip statistics, what the original runtime computes on a batch of one; the fixed ones (the README's
