@@ -68,6 +68,9 @@ class ModelCard:
     resampler: str = "sinc_hann"     # torchaudio's default windowed sinc (see audio.py)
     cpu_batch_size: int = 16         # embed()'s default batch on a CPU (pieces per batch; measured per family:
                                      # CNNs whose activations outgrow the caches prefer small batches)
+    cpu_batch_frames: Optional[int] = None   # instead, on a CPU: as many pieces as fit in this many front-end
+                                     # frames (padded batch), at least one: short clips batch widely, long ones
+                                     # alone (the activations of a batch stay in the caches; measured per family)
     published: Mapping = field(default_factory=dict)
     labels: Optional[str] = None     # the class names of the "logits" layer, a label set of
                                      # audio_repr.inference.tagging ("audioset"); None: the model cannot tag

@@ -148,9 +148,22 @@ class Encoder(nn.Module):
         return resolve_layers(layers, self.layer_names, self.card.default_layer, self.card.fusion_layers)
 
     def default_batch_size(self) -> int:
-        """Pieces per batch when ``embed`` is not told: the card's CPU choice on a CPU (BYOL-A: 4, where
-        larger batches are slower and hold more memory), 16 on an accelerator."""
+        """Full-length pieces per batch when ``embed`` is not told: the card's CPU choice on a CPU, 16 on an
+        accelerator. Where the card sets a frame budget for CPUs (``cpu_batch_frames``: BYOL-A, whose
+        activations outgrow the caches at a few pieces), ``embed`` fills each batch with as many pieces as fit
+        in it (:meth:`batch_budget`) and this is the count of full-length pieces that fit (at least one)."""
+        budget = self.batch_budget()
+        if budget is not None:
+            return max(1, budget // self._full_piece_frames())
         return self.card.cpu_batch_size if self.device.type == "cpu" else 16
+
+    def batch_budget(self) -> Optional[int]:
+        """Front-end frames per padded batch by default (``None``: a fixed count of pieces)."""
+        return self.card.cpu_batch_frames if self.device.type == "cpu" else None
+
+    def _full_piece_frames(self) -> int:
+        t = self.tiling
+        return t.chunk_frames + 2 * t.context_frames + t.overlap_frames
 
     # ---- normalisation -----------------------------------------------------------------------
     @property
@@ -333,16 +346,21 @@ class Encoder(nn.Module):
         each batch with the seconds of audio it finished (long files report as they go).
         Returns an :class:`Embedding` (a list of them for a list input).
         """
-        if batch_size is None:
-            batch_size = self.default_batch_size()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        check_batch_size(batch_size)
         names = self._layers(layers)
         clips, single = self._prepare(audio, sr)
-        plan = self._plan(clips, names)
-        results, vectors = self._run(plan, int(batch_size), progress)
-        embs = self._assemble(plan, results, vectors)
+        embs = self.embed_waveforms(clips, names, batch_size, progress)
         return embs[0] if single else embs
+
+    @torch.inference_mode()
+    def embed_waveforms(self, clips: List[Clip], layers: List[str], batch_size: Optional[int] = None,
+                        progress: Union[bool, Callable[[float], None]] = False) -> List[Embedding]:
+        """``embed`` of clips already read and resampled: ``[(name, mono waveform at the model's rate, source
+        path or None)]`` and resolved layer names (the corpus pipeline reads files in worker processes and
+        hands their waveforms here)."""
+        plan = self._plan(clips, layers)
+        results, vectors = self._run(plan, batch_size, progress)
+        return self._assemble(plan, results, vectors)
 
     def _plan(self, clips: List[Clip], names: List[str]) -> _Plan:
         fe = self.frontend
@@ -391,13 +409,30 @@ class Encoder(nn.Module):
             return self.network.out_frames(p.stop - p.start, layer)
         return (p.stop - p.start) // s if not p.last else n_frames // s - p.start // s
 
-    def _run(self, plan: _Plan, batch_size: int, progress) -> Tuple[Dict, Dict]:
-        """Every piece through the backbone, longest first, ``batch_size`` at a time. Returns each piece's
-        fused output steps ``{(clip, start): [steps, D]}`` (own memory, on the CPU) and, for token pooling,
-        its clip vector."""
-        pieces, names, strides = plan.pieces, plan.names, plan.strides
+    def _batches(self, pieces: List[_Piece], batch_size: Optional[int]) -> List[List[int]]:
+        """Piece indices in batches, longest first: ``batch_size`` at a time, or by default (``None``) the
+        card's count, or as many as fit in the frame budget of :meth:`batch_budget` (at least one, at most
+        256), counting the padded size (pieces x the batch's longest)."""
         order = sorted(range(len(pieces)), key=lambda i: -pieces[i].n_frames)
-        long_audio = len(pieces) > max(len(plan.clips), batch_size)   # some clip is split into many pieces
+        budget = self.batch_budget() if batch_size is None else None
+        if budget is None:
+            n = int(batch_size) if batch_size is not None else self.default_batch_size()
+            return [order[b: b + n] for b in range(0, len(order), n)]
+        batches, b = [], 0
+        while b < len(order):
+            longest = max(pieces[order[b]].n_frames, self.tiling.min_piece_frames, 1)
+            n = min(256, max(1, budget // longest))
+            batches.append(order[b: b + n])
+            b += n
+        return batches
+
+    def _run(self, plan: _Plan, batch_size: Optional[int], progress) -> Tuple[Dict, Dict]:
+        """Every piece through the backbone, longest first, in the batches of :meth:`_batches`. Returns each
+        piece's fused output steps ``{(clip, start): [steps, D]}`` (own memory, on the CPU) and, for token
+        pooling, its clip vector."""
+        pieces, names, strides = plan.pieces, plan.names, plan.strides
+        batches = self._batches(pieces, batch_size)
+        long_audio = len(pieces) > max(len(plan.clips), len(batches[0]))   # some clip is split into many pieces
         token = self.network.clip_pooling == "token"
         results: Dict[Tuple[int, int], torch.Tensor] = {}
         vectors: Dict[Tuple[int, int], torch.Tensor] = {}
@@ -407,8 +442,8 @@ class Encoder(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            for b0 in range(0, len(order), batch_size):
-                batch = [pieces[i] for i in order[b0: b0 + batch_size]]
+            for indices in batches:
+                batch = [pieces[i] for i in indices]
                 feats = self._piece_features(batch, plan.padded)
                 lens = torch.tensor([p.n_frames for p in batch], device=feats.device)
                 stats = None
@@ -420,19 +455,22 @@ class Encoder(nn.Module):
                 tok = outs.clip if token else None
                 if token and tok is None:
                     raise ValueError(f"{self.name}: a backbone with clip_pooling='token' must return LayerOutputs.clip")
+                # one copy to the host per batch and layer (each piece's steps are cut from it there)
+                host = {n: outs[n].to("cpu", torch.float32) for n in names}
+                host_tok = torch.cat([tok[n].to("cpu", torch.float32) for n in names], dim=-1) if token else None
+                del outs, tok
                 for j, p in enumerate(batch):
                     parts = {}
                     for n in names:
                         s = strides[n]
                         core = self._core(p, plan.n_frames[p.clip], n)
-                        parts[n] = outs[n][j, p.left // s: p.left // s + core].float()
+                        parts[n] = host[n][j, p.left // s: p.left // s + core]
                     r = fuse(parts, strides) if len(names) > 1 else parts[names[0]]
-                    r = r.to("cpu", torch.float32)
                     # own the memory: a view would keep the whole batch output (context included) alive
                     results[(p.clip, p.start)] = r.clone() if r._base is not None else r
-                    if tok is not None:
-                        vectors[(p.clip, p.start)] = torch.cat([tok[n][j].float() for n in names])
-                del outs, feats, tok
+                    if host_tok is not None:
+                        vectors[(p.clip, p.start)] = host_tok[j].clone()
+                del host, host_tok, feats
                 if long_audio:
                     _release_free_heap()
                 if bar is not None:
@@ -494,6 +532,13 @@ class Encoder(nn.Module):
             stack[j, : s.shape[-1]] = s
         frames = max(max(f1 - f0 for f0, f1 in span), self.tiling.min_piece_frames)
         return fe.window_frames(stack, 0, frames)
+
+
+def check_batch_size(batch_size) -> None:
+    """``None`` (the model's choice) or a whole number >= 1."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
 
 
 _LIBC_TRIM = None

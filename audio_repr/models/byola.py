@@ -159,7 +159,7 @@ for _d in (512, 1024, 2048):
         weights=f"AudioNTT2020-BYOLA-64x96d{_d}.pth",
         fusion_layers=("conv1", "conv2", "conv3", "fc1", "fc2"),
         licence=_BYOLA_LICENCE, citation=_BYOLA_V1_CITE, paper="https://arxiv.org/abs/2103.06695",
-        published=_V1_PUBLISHED.get(_d, {}), cpu_batch_size=4,
+        published=_V1_PUBLISHED.get(_d, {}), cpu_batch_frames=1024,
     ))
 
 register(ModelCard(
@@ -171,7 +171,7 @@ register(ModelCard(
     normalisation=Normalisation(-9.660292, 4.7219563), default_layer="output",
     weights="AudioNTT2022-BYOLA-64x96d2048.pth",
     fusion_layers=("conv1", "conv2", "fc1", "fc2"),
-    licence=_BYOLA_LICENCE, citation=_BYOLA_V2_CITE, paper="https://arxiv.org/abs/2204.07402", cpu_batch_size=4,
+    licence=_BYOLA_LICENCE, citation=_BYOLA_V2_CITE, paper="https://arxiv.org/abs/2204.07402", cpu_batch_frames=1024,
     published={"ESC-50": 83.2, "US8K": 79.7, "SPCV2": 93.1, "VC1": 57.6, "VoxForge": 93.3,
                "CREMA-D": 63.8, "GTZAN": 70.1, "NSynth": 73.1, "Surge": 37.6},
 ))
