@@ -157,7 +157,7 @@ def _extra_files() -> dict:
 
 
 RUN_RECORD = "audio-repr-run.json"   # what produced an output folder (compared when a run resumes)
-_COMPARED = ("model", "weights", "layers", "normalisation", "library")
+_COMPARED = ("model", "weights", "layers", "normalisation", "format", "library")
 
 
 def _out_path(out_dir: Path, rel: Path) -> Path:
@@ -254,30 +254,33 @@ def _run_settings(enc, layers: List[str], args) -> dict:
         "weights_source": "random-init (seed 0)" if args.random_init else str(args.weights or "default (cache/mirror/download)"),
         "layers": layers,
         "normalisation": norm,
+        "format": getattr(args, "format", "npz"),
         "library": audio_repr.__version__,
     }))
 
 
-def _check_resume(out_dir: Path, settings: dict, outputs: List[Path], overwrite: bool) -> None:
-    """Refuse to mix outputs of different settings in one folder (``--overwrite`` re-embeds instead)."""
+def _check_resume(out_dir: Path, settings: dict, n_done: int, overwrite: bool, outputs: List[Path]) -> None:
+    """Refuse to mix outputs of different settings in one folder (``--overwrite`` re-embeds instead).
+    ``n_done``: how many of this run's inputs already have an output; ``outputs``: the .npz paths of all inputs."""
     record = out_dir / RUN_RECORD
-    done = [p for p in outputs if p.is_file()]
     if record.is_file():
         try:
             old = json.loads(record.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise ValueError(f"{record} is unreadable ({e}); remove it, or use --overwrite") from e
+        old.setdefault("format", "npz")          # records of runs before --format existed
         diff = [f"{k}: {_short(old.get(k))} -> {_short(settings[k])}" for k in _COMPARED if old.get(k) != settings[k]]
         if diff and not overwrite:
             raise ValueError(f"{out_dir} holds embeddings made with other settings ({'; '.join(diff)}). "
                              "Use another --out, or --overwrite to embed every input again with these settings")
-        if diff and overwrite:
-            stale = [p for p in out_dir.rglob("*.npz") if p not in set(outputs)]
+        if diff and overwrite and settings["format"] == "npz":
+            ours = set(outputs)
+            stale = [p for p in out_dir.rglob("*.npz") if p not in ours]
             if stale:
                 print(f"audio-repr: warning: {len(stale)} other .npz file(s) in {out_dir} were made with the earlier "
                       "settings and are not inputs of this run; remove them", file=sys.stderr)
-    elif done and not overwrite:
-        raise ValueError(f"{out_dir} already holds {len(done)} embedding(s) of these inputs but no record of the "
+    elif n_done and not overwrite:
+        raise ValueError(f"{out_dir} already holds {n_done} embedding(s) of these inputs but no record of the "
                          f"settings that made them ({RUN_RECORD}); use --overwrite to embed them again, or another --out")
 
 
@@ -289,64 +292,128 @@ def _short(v) -> str:
     return s if len(s) <= 80 else s[:77] + "…"
 
 
-def _durations(files: List[Tuple[Path, Path]]) -> List[float]:
-    """Seconds of audio in each file from its header (0 where unreadable: that file fails later)."""
-    import soundfile as sf
+def _parse_shard(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    """``--shard i/N`` (0 <= i < N) or ``auto`` (torchrun's RANK/WORLD_SIZE, a SLURM array's task id and count,
+    or SLURM_PROCID/SLURM_NTASKS) -> ``(i, N)``; ``None`` without sharding."""
+    if text is None:
+        return None
+    env = os.environ
+    if text == "auto":
+        if "RANK" in env and "WORLD_SIZE" in env:
+            i, n, where = env["RANK"], env["WORLD_SIZE"], "RANK/WORLD_SIZE"
+        elif "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+            i = str(int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", "0")))
+            n, where = env["SLURM_ARRAY_TASK_COUNT"], "SLURM_ARRAY_TASK_ID/COUNT"
+        elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+            i, n, where = env["SLURM_PROCID"], env["SLURM_NTASKS"], "SLURM_PROCID/SLURM_NTASKS"
+        else:
+            raise ValueError("--shard auto: no RANK/WORLD_SIZE (torchrun) nor SLURM array or task variables are "
+                             "set; give the shard as --shard i/N")
+        text = f"{i}/{n}"
+    else:
+        where = "--shard"
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected i/N with whole numbers (0 <= i < N), e.g. 0/4, or auto") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard {text!r} (from {where}): expected 0 <= i < N")
+    return i, n
 
-    out = []
-    for f, _ in files:
-        try:
-            info = sf.info(str(f))
-            out.append(info.frames / info.samplerate if info.frames > 0 else 0.0)
-        except Exception:  # noqa: BLE001 - reported when the file is embedded
-            out.append(0.0)
-    return out
+
+def shard_files(files: List[Tuple[Path, Path]], shard: Optional[Tuple[int, int]]) -> List[Tuple[Path, Path]]:
+    """Shard ``i`` of ``N``: every N-th input from the i-th, in the order of their output names (the same split
+    in every worker, whatever order the inputs were listed or found in)."""
+    if shard is None:
+        return files
+    i, n = shard
+    return sorted(files, key=lambda fr: fr[1].as_posix())[i::n]
 
 
 def _cmd_embed(args) -> int:
     from ._io import atomic_write, remove_empty
+    from .corpus import open_store
 
     # everything a user can get wrong is checked before the model is loaded or any audio read
     files = _collect(args.paths)
     if not files:
         raise FileNotFoundError(f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) found in "
                                 + ", ".join(args.paths))
+    shard = _parse_shard(args.shard)
+    if args.consolidate and args.format != "npz":
+        raise ValueError("--consolidate gathers .npz outputs into one file: Parquet shards already are one table "
+                         "(read them with audio_repr.read_embeddings or pandas)")
+    if args.consolidate and shard is not None:
+        raise ValueError("--consolidate with --shard: each worker sees only its share; consolidate once all "
+                         "shards are done (audio_repr.read_embeddings reads the whole folder)")
+    if args.format == "parquet":
+        from .corpus import _require_pyarrow
+
+        _require_pyarrow()
+    if args.engine == "ray":
+        _require("ray", "ray")
+        if args.format != "parquet":
+            raise ValueError("--engine ray writes Parquet: add --format parquet")
+        if shard is not None:
+            raise ValueError("--engine ray spreads the work over the cluster itself: drop --shard")
+    elif args.address:
+        raise ValueError("--address names a Ray cluster: use it with --engine ray")
+    if args.device == "cuda" and shard is not None and "LOCAL_RANK" in os.environ:
+        args.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"      # torchrun: one GPU per local worker
     out_dir = Path(args.out)
     layers = _check_model_args(args)
     created, case_insensitive = _prepare_out_dir(out_dir)
     outputs = [_out_path(out_dir, rel) for _, rel in files]
+    tag = f"{shard[0]}of{shard[1]}" if shard else "0of1"
+    log = out_dir / (f"failures-{tag}.log" if shard else "failures.log")
     try:
         keys = [str(o).casefold() if case_insensitive else str(o) for o in outputs]
-        reserved = {(out_dir / n) for n in (RUN_RECORD, "failures.log")}
+        reserved = {(out_dir / n) for n in (RUN_RECORD, log.name)}
         if args.consolidate:
             if Path(args.consolidate).name != args.consolidate or not args.consolidate.endswith(".npz"):
                 raise ValueError(f"--consolidate {args.consolidate!r}: give a file name ending in .npz "
                                  "(it is written inside --out)")
             reserved.add(out_dir / args.consolidate)
-        clash = _first_clash(keys, outputs, reserved, case_insensitive)
+        clash = _first_clash(keys, outputs, reserved, case_insensitive)   # over all inputs, not one shard's
         if clash:
             raise ValueError(clash)
+        files = shard_files(files, shard)
+        names = [rel.as_posix() for _, rel in files]
         enc = _load_for(args)
         settings = _run_settings(enc, layers, args)
-        _check_resume(out_dir, settings, outputs, args.overwrite)
+        store = open_store(args.format, out_dir, settings, shard=tag, rows_per_file=args.rows_per_file)
+        done_before = store.done(names)
+        _check_resume(out_dir, settings, len(done_before), args.overwrite, outputs)
     except BaseException:
         remove_empty(created)
         raise
-    for stale in out_dir.rglob(".*.part"):       # left by a run that was killed mid-write
-        stale.unlink()
-    log = out_dir / "failures.log"
-    if log.exists():                              # it describes one run: the last
+    if shard is None:
+        for stale in out_dir.rglob(".*.part"):       # left by a run that was killed mid-write (with --shard other
+            stale.unlink()                           # workers may be writing theirs: left alone)
+    if log.exists():                                 # it describes one run: the last
         log.unlink()
     with atomic_write(out_dir / RUN_RECORD, "w", encoding="utf-8") as f:
         json.dump(settings, f, indent=2)
+    if args.overwrite:
+        store.clear()
+        done_before = set()
+    if args.engine == "ray":
+        from .ray import embed_folder
 
-    todo = [(f, rel, o) for (f, rel), o in zip(files, outputs) if args.overwrite or not o.is_file()]
+        n = embed_folder([str(f) for f, _ in files], names, out_dir, model=args.model, layers=layers,
+                         weights=args.weights, random_init=args.random_init, settings=settings,
+                         address=args.address, batch_size=args.batch_size, rows_per_file=args.rows_per_file,
+                         skip=done_before)
+        print(f"embedded {n} file(s) with Ray, skipped {len(done_before)} already done -> {out_dir}", file=sys.stderr)
+        return 0
+
+    todo = [(str(f), name) for (f, _), name in zip(files, names) if name not in done_before]
     skipped = len(files) - len(todo)
-    seconds = _durations([(f, rel) for f, rel, _ in todo])
-    batch_size = args.batch_size or enc.default_batch_size()
-    failures: List[Tuple[Path, str]] = []
-    done = 0
-    audio_s = 0.0
+    from .inference.pipeline import durations, embed_files
+
+    seconds = durations([f for f, _ in todo])
+    name_of = {i: name for i, (_, name) in enumerate(todo)}
+    stats = {"files": 0, "audio_s": 0.0}
     t0 = time.perf_counter()
     bar = None
     if not args.quiet:
@@ -361,33 +428,20 @@ def _cmd_embed(args) -> int:
     def advance(sec: float) -> None:   # called by embed after each batch of pieces: long files move the bar
         if bar is not None:
             bar.update(sec)
+            el = max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(files=f"{stats['files']}/{len(todo)}", x_realtime=f"{bar.n / el:.0f}", refresh=False)
 
+    def write(r) -> None:              # on the writer thread
+        store.write(name_of[r.index], r.source, r.embedding)
+        stats["files"] += 1
+        stats["audio_s"] += r.embedding.duration_s
+
+    failures: List[Tuple[str, str]] = []
     try:
-        for i in range(0, len(todo), batch_size):
-            group = todo[i: i + batch_size]
-            embs = []
-            try:
-                embs = enc.embed([str(f) for f, _, _ in group], layers=layers, batch_size=batch_size,
-                                 progress=advance if bar is not None else False)
-            except Exception:
-                # one bad file must not stop the others: retry one by one
-                for f, _, _ in group:
-                    try:
-                        embs.append(enc.embed(str(f), layers=layers, batch_size=batch_size))
-                    except Exception as e:  # reported, never fatal
-                        failures.append((f, f"{type(e).__name__}: {e}"))
-                        embs.append(None)
-            for (f, _, out), e in zip(group, embs):
-                if e is None:
-                    continue
-                e.save(out)
-                done += 1
-                audio_s += e.duration_s
-            if bar is not None:
-                bar.n = round(sum(seconds[: i + len(group)]), 1)   # exact after each group, failures included
-                el = max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(files=f"{done + len(failures)}/{len(todo)}", x_realtime=f"{audio_s / el:.0f}")
+        done, failures = embed_files(enc, [f for f, _ in todo], write, layers=layers, batch_size=args.batch_size,
+                                     num_workers=args.workers, seconds=seconds, progress=advance)
     finally:
+        store.close()                  # rows of whole files written so far are kept (Parquet: a last shard)
         if bar is not None:
             bar.close()
     print(f"embedded {done} file(s), skipped {skipped} already done, {len(failures)} failed -> {out_dir}",
@@ -528,6 +582,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
 def _seed_list(text: str) -> List[int]:
     try:
         seeds = [int(v) for v in text.split(",")]
@@ -570,13 +634,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("names", nargs="+", help="models, or companion files: " + ", ".join(_extra_files()))
     q.add_argument("--force", action="store_true", help="download again even if cached")
     q.set_defaults(func=_cmd_download)
-    q = sub.add_parser("embed", help="embed files, folders or globs into one .npz per file")
+    q = sub.add_parser("embed", help="embed files, folders or globs into one .npz per file or Parquet shards")
     q.add_argument("paths", nargs="+", help="audio files, folders (recursive) or glob patterns")
     _model_args(q)
     q.add_argument("--out", "-o", required=True, help="output folder (mirrors the input tree)")
     q.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="files per group and pieces per batch (default: the model's choice for the device, "
-                        "e.g. 4 for BYOL-A on a CPU, 16 on a GPU)")
+                   help="pieces per batch (default: the model's choice for the device: on a CPU as many pieces as "
+                        "fit the card's frame budget (BYOL-A: 1024 frames) or its count, 16 on a GPU)")
+    q.add_argument("--format", choices=["npz", "parquet"], default="npz",
+                   help="npz: one file per input (default); parquet: shards of --rows-per-file rows (needs pyarrow)")
+    q.add_argument("--rows-per-file", type=_positive_int, default=1000, metavar="N",
+                   help="--format parquet: rows (inputs) per shard file (default 1000)")
+    q.add_argument("--workers", type=_non_negative_int, default=None, metavar="N",
+                   help="processes that read and resample files while the model computes (default: cores - 1, "
+                        "at least 1; 0 reads in the main process)")
+    q.add_argument("--shard", metavar="i/N",
+                   help="embed only shard i of N (0-based; a deterministic split of the inputs by output name), "
+                        "for N workers into one --out; 'auto' reads torchrun's RANK/WORLD_SIZE or a SLURM array's ids")
+    q.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="ray: run on a Ray cluster (pip install 'audio-repr[ray]'; writes --format parquet)")
+    q.add_argument("--address", help="--engine ray: the cluster's address (default: RAY_ADDRESS, or a local instance)")
     q.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
     q.add_argument("--consolidate", metavar="NAME.npz",
                    help="also write one file for the whole dataset (clip matrix, frames with offsets) under --out")

@@ -42,7 +42,8 @@ class Embedding:
         slices = np.array([self.layer_slices.get(n, (0, 0)) for n in self.layers], dtype=np.int64).reshape(-1, 2)
         return {"frames": self.frames.numpy(), "timestamps_ms": self.timestamps_ms.numpy(),
                 "clip": self.clip.numpy(), "layers": np.array(self.layers), "layer_slices": slices,
-                "model": np.array(self.model), "duration_s": np.array(self.duration_s)}
+                "model": np.array(self.model), "duration_s": np.array(self.duration_s),
+                **({"source": np.array(self.source)} if self.source is not None else {})}
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
         """Write an ``.npz`` atomically (``layer_slices`` as ``[L, 2]`` rows in the order of ``layers``)."""
@@ -61,4 +62,4 @@ class Embedding:
                       if "layer_slices" in d else {})
             return cls(frames=torch.from_numpy(d["frames"]), timestamps_ms=torch.from_numpy(d["timestamps_ms"]),
                        clip=torch.from_numpy(d["clip"]), layers=layers, model=str(d["model"]), layer_slices=slices,
-                       duration_s=float(d["duration_s"]), source=str(path))
+                       duration_s=float(d["duration_s"]), source=str(d["source"]) if "source" in d else str(path))

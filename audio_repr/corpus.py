@@ -1,0 +1,270 @@
+"""Where a corpus's embeddings go, and how they come back: one ``.npz`` per input, or Parquet shards.
+
+* ``npz`` (:class:`NpzStore`): ``OUT/<name>.npz`` per input (``frames``, ``timestamps_ms``, ``clip``, ``layers``,
+  ``layer_slices``, ``model``, ``duration_s``), each written atomically.
+* ``parquet`` (:class:`ParquetStore`, needs ``pyarrow``): ``OUT/part-<shard>-<run>-<n>.parquet`` files of at
+  most ``rows_per_file`` rows, one row per input: ``name`` (the output name: the input's path below the
+  inputs' common folder), ``source`` (the path as given), ``duration_s``, ``model``, ``layers``, ``clip``
+  (list of float32), ``frames`` (list of lists of float32), ``timestamps_ms`` (list of float64); the run's
+  settings (``audio-repr-run.json``'s content) in each file's metadata under ``audio_repr``. Each file is
+  written atomically; rows wait in memory until a file is full (or the run ends), so an interrupted run loses
+  at most the rows of the files not yet written, which a resumed run embeds again. The shards load in pandas
+  (``pd.read_parquet(OUT)``), Hugging Face ``datasets`` (``load_dataset("parquet", data_files=...)``) and Ray as
+  they are.
+
+Both keep the names already written (``done()``), so a resumed run embeds only the rest, and
+:func:`read_embeddings` reads either back as one :class:`CorpusEmbeddings`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Set, Union
+
+import numpy as np
+
+from ._io import atomic_write
+from .inference.embedding import Embedding
+
+__all__ = ["FORMATS", "NpzStore", "ParquetStore", "CorpusEmbeddings", "read_embeddings", "open_store",
+           "embedding_row", "rows_to_table", "PART_GLOB", "METADATA_KEY"]
+
+FORMATS = ("npz", "parquet")
+PART_GLOB = "part-*.parquet"
+METADATA_KEY = b"audio_repr"
+RUN_RECORD = "audio-repr-run.json"
+
+
+def _require_pyarrow():
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError as e:
+        from .cli import MissingExtraError
+
+        raise MissingExtraError(f"--format parquet needs pyarrow, which is not installed or does not load ({e}): "
+                                "pip install 'audio-repr[parquet]'") from e
+
+
+class NpzStore:
+    """One ``.npz`` per input under ``out_dir``, named ``<name>.npz``."""
+
+    format = "npz"
+
+    def __init__(self, out_dir: Union[str, os.PathLike]):
+        self.out_dir = Path(out_dir)
+
+    def path(self, name: str) -> Path:
+        return self.out_dir / (name + ".npz")
+
+    def done(self, names: List[str]) -> Set[str]:
+        return {n for n in names if self.path(n).is_file()}
+
+    def write(self, name: str, source: str, emb: Embedding) -> None:
+        emb.save(self.path(name))
+
+    def clear(self) -> None:
+        """Nothing to do: ``--overwrite`` replaces each file as it is written."""
+
+    def close(self) -> None:
+        pass
+
+
+def embedding_row(name: str, source: str, emb: Embedding) -> Dict:
+    """One input's row of the Parquet schema (numpy arrays; :func:`rows_to_table` makes the Arrow columns)."""
+    return {"name": name, "source": source, "duration_s": float(emb.duration_s), "model": emb.model,
+            "layers": list(emb.layers), "clip": emb.clip.numpy().astype(np.float32, copy=False),
+            "frames": emb.frames.numpy().astype(np.float32, copy=False),
+            "timestamps_ms": emb.timestamps_ms.numpy().astype(np.float64, copy=False)}
+
+
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema([("name", pa.string()), ("source", pa.string()), ("duration_s", pa.float64()),
+                      ("model", pa.string()), ("layers", pa.list_(pa.string())),
+                      ("clip", pa.list_(pa.float32())), ("frames", pa.list_(pa.list_(pa.float32()))),
+                      ("timestamps_ms", pa.list_(pa.float64()))])
+
+
+def rows_to_table(rows: List[Dict], settings: Optional[Dict] = None):
+    """Rows of :func:`embedding_row` -> a ``pyarrow.Table`` of the Parquet schema (built from flat buffers
+    and offsets, no per-value Python objects), with ``settings`` in its metadata."""
+    import pyarrow as pa
+
+    def offsets(lengths):
+        return pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+
+    def flat_list(arrays, dtype):
+        values = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, dtype)
+        return pa.ListArray.from_arrays(offsets([a.size for a in arrays]), pa.array(values.astype(dtype, copy=False)))
+
+    frames = [r["frames"] for r in rows]                        # [T_i, D] each
+    values = pa.array(np.concatenate([f.reshape(-1) for f in frames]).astype(np.float32, copy=False)
+                      if frames else np.zeros(0, np.float32))
+    per_frame = offsets(np.repeat([f.shape[1] for f in frames], [f.shape[0] for f in frames]).astype(np.int64))
+    frames_col = pa.ListArray.from_arrays(offsets([f.shape[0] for f in frames]),
+                                          pa.ListArray.from_arrays(per_frame, values))
+    cols = {
+        "name": pa.array([r["name"] for r in rows], pa.string()),
+        "source": pa.array([r["source"] for r in rows], pa.string()),
+        "duration_s": pa.array([r["duration_s"] for r in rows], pa.float64()),
+        "model": pa.array([r["model"] for r in rows], pa.string()),
+        "layers": pa.array([r["layers"] for r in rows], pa.list_(pa.string())),
+        "clip": flat_list([r["clip"] for r in rows], np.float32),
+        "frames": frames_col,
+        "timestamps_ms": flat_list([r["timestamps_ms"] for r in rows], np.float64),
+    }
+    table = pa.Table.from_arrays([cols[f.name] for f in _schema()], schema=_schema())
+    if settings is not None:
+        table = table.replace_schema_metadata({METADATA_KEY: json.dumps(settings).encode()})
+    return table
+
+
+class ParquetStore:
+    """Parquet shards under ``out_dir`` (see the module docstring). ``shard``: a tag in the file names of this
+    worker (``"0of1"``; with ``--shard i/N`` each worker writes its own files into one folder)."""
+
+    format = "parquet"
+
+    def __init__(self, out_dir: Union[str, os.PathLike], settings: Dict, shard: str = "0of1",
+                 rows_per_file: int = 1000, max_bytes: int = 256 << 20):
+        _require_pyarrow()
+        self.out_dir = Path(out_dir)
+        self.settings = settings
+        self.shard = shard
+        self.rows_per_file = int(rows_per_file)
+        self.max_bytes = int(max_bytes)
+        self.run = uuid.uuid4().hex[:8]           # files of this run never take an earlier run's names
+        self._rows: List[Dict] = []
+        self._bytes = 0
+        self._n = 0
+        self.files: List[Path] = []
+
+    def parts(self, mine: bool = False) -> List[Path]:
+        pattern = f"part-{self.shard}-*.parquet" if mine else PART_GLOB
+        return sorted(self.out_dir.glob(pattern))
+
+    def done(self, names: List[str]) -> Set[str]:
+        import pyarrow.parquet as pq
+
+        wanted, found = set(names), set()
+        for p in self.parts():
+            found.update(n for n in pq.read_table(p, columns=["name"]).column("name").to_pylist() if n in wanted)
+        return found
+
+    def write(self, name: str, source: str, emb: Embedding) -> None:
+        row = embedding_row(name, source, emb)
+        self._rows.append(row)
+        self._bytes += row["frames"].nbytes + row["clip"].nbytes + row["timestamps_ms"].nbytes
+        if len(self._rows) >= self.rows_per_file or self._bytes >= self.max_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._rows:
+            return
+        import pyarrow.parquet as pq
+
+        table = rows_to_table(self._rows, self.settings)
+        path = self.out_dir / f"part-{self.shard}-{self.run}-{self._n:05d}.parquet"
+        with atomic_write(path) as f:
+            pq.write_table(table, f)
+        self.files.append(path)
+        self._n += 1
+        self._rows, self._bytes = [], 0
+
+    def clear(self) -> None:
+        """``--overwrite``: remove this worker's earlier files (all of them when the run is not sharded)."""
+        for p in self.parts(mine=self.shard != "0of1"):
+            p.unlink()
+
+    def close(self) -> None:
+        self.flush()
+
+
+def open_store(fmt: str, out_dir: Union[str, os.PathLike], settings: Dict, shard: str = "0of1", **kwargs):
+    if fmt == "npz":
+        return NpzStore(out_dir)
+    if fmt == "parquet":
+        return ParquetStore(out_dir, settings, shard=shard, **kwargs)
+    raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def _list_rows(col) -> List[np.ndarray]:
+    """A ``list<number>`` Arrow array -> one numpy array per row (views of one buffer)."""
+    off = col.offsets.to_numpy()
+    values = col.flatten().to_numpy(zero_copy_only=False)
+    return [values[off[i]: off[i + 1]] for i in range(len(col))]
+
+
+@dataclass
+class CorpusEmbeddings:
+    """A corpus's embeddings as written by ``audio-repr embed`` (either format), ordered by ``names``.
+
+    ``names`` (output names), ``sources`` (paths as given), ``clip [N, D]``, ``frames`` (one ``[T_i, D]`` array
+    per input), ``timestamps_ms`` (one ``[T_i]`` per input), ``duration_s [N]``, ``model``, ``layers`` and the
+    run's ``settings`` (``audio-repr-run.json``, empty when absent)."""
+
+    names: List[str]
+    sources: List[str]
+    clip: np.ndarray
+    frames: List[np.ndarray]
+    timestamps_ms: List[np.ndarray]
+    duration_s: np.ndarray
+    model: str
+    layers: List[str]
+    settings: Dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def read_embeddings(folder: Union[str, os.PathLike]) -> CorpusEmbeddings:
+    """Read the embeddings ``audio-repr embed`` wrote into ``folder`` (``--format npz`` or ``parquet``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    record = folder / RUN_RECORD
+    settings = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    rows: Dict[str, tuple] = {}
+    parts = sorted(folder.glob(PART_GLOB))
+    if parts:
+        import pyarrow.parquet as pq
+
+        for p in parts:
+            t = pq.read_table(p)
+            clip, stamps = (_list_rows(t.column(c).combine_chunks()) for c in ("clip", "timestamps_ms"))
+            frames = t.column("frames").combine_chunks()
+            outer = frames.offsets.to_numpy()
+            inner = frames.flatten()
+            inner_off = inner.offsets.to_numpy()
+            values = inner.flatten().to_numpy(zero_copy_only=False)
+            meta = zip(*(t.column(c).to_pylist() for c in ("name", "source", "duration_s", "model", "layers")))
+            for i, (name, src, dur, model, layers) in enumerate(meta):
+                a, b = inner_off[outer[i]], inner_off[outer[i + 1]]
+                n = outer[i + 1] - outer[i]
+                rows[name] = (src, clip[i], values[a:b].reshape(n, (b - a) // max(n, 1)), stamps[i], dur, model, layers)
+    else:
+        for p in sorted(folder.rglob("*.npz")):
+            with np.load(p) as d:
+                if "files" in d or "clip" not in d:      # a --consolidate file, or not ours
+                    continue
+                name = p.relative_to(folder).as_posix()[: -len(".npz")]
+                src = str(d["source"]) if "source" in d else str(p)
+                rows[name] = (src, d["clip"], d["frames"], d["timestamps_ms"], float(d["duration_s"]),
+                              str(d["model"]), [str(x) for x in d["layers"]])
+    if not rows:
+        raise FileNotFoundError(f"{folder} holds no embeddings (neither {PART_GLOB} nor .npz files)")
+    names = sorted(rows)
+    models = {rows[n][5] for n in names}
+    if len(models) > 1:
+        raise ValueError(f"{folder} mixes embeddings of several models: {', '.join(sorted(models))}")
+    return CorpusEmbeddings(
+        names=names, sources=[rows[n][0] for n in names], clip=np.stack([rows[n][1] for n in names]),
+        frames=[rows[n][2] for n in names], timestamps_ms=[rows[n][3] for n in names],
+        duration_s=np.array([rows[n][4] for n in names]), model=models.pop(), layers=list(rows[names[0]][6]),
+        settings=settings)

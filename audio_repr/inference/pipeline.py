@@ -1,0 +1,185 @@
+"""The corpus pipeline: many files through one encoder, with the device kept busy.
+
+* **read** — files are read, downmixed and resampled to the model's rate in background worker processes
+  (a ``torch.utils.data.DataLoader`` over :class:`Reader`; ``num_workers=0`` reads in this process), handed
+  over in pinned memory when the model is on a GPU and copied with ``non_blocking=True``;
+* **group** — files are ordered by length (from their headers), longest first, and grouped (at most
+  ``group_files`` files and ``group_seconds`` of audio, a longer file alone), so the batches of a group waste
+  little padding; within a group :meth:`Encoder.embed_waveforms` batches the pieces of all its clips;
+* **results** — :func:`stream` yields one :class:`Result` per file (in group order) while the workers read the
+  next groups; :func:`embed_files` writes them from a writer thread (``concurrent.futures``) while the device
+  computes the next group.
+
+A file that cannot be read, or is too short for the model, gives a ``Result`` with its ``error`` and does not
+stop the others. Numbers are those of ``Encoder.embed`` on the same files: bit-identical on a CPU for the same
+batch composition (the same resampler runs in the workers), within the batch-invariance bound otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..audio import get_resampler, load_audio, to_mono_tensor
+from ..fusion import LayerSpec
+from .embedding import Embedding
+
+__all__ = ["Result", "Reader", "stream", "embed_files", "default_workers", "durations", "length_groups"]
+
+
+@dataclass
+class Result:
+    """One input of :func:`stream`: its index in the input list, its path, and its embedding or error."""
+
+    index: int
+    source: str
+    embedding: Optional[Embedding]
+    error: Optional[str] = None
+
+
+class Reader(torch.utils.data.Dataset):
+    """``reader[i]`` -> ``(i, mono float32 waveform at the model's rate, None)`` or ``(i, None, error)``:
+    what a DataLoader worker does for one file (picklable: paths, a rate and a resampler name)."""
+
+    def __init__(self, paths: Sequence[str], sample_rate: int, resampler: str):
+        self.paths = [str(p) for p in paths]
+        self.sample_rate = int(sample_rate)
+        self.resampler = resampler
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Tuple[int, Optional[torch.Tensor], Optional[str]]:
+        path = self.paths[i]
+        try:
+            wav, sr = load_audio(path)
+            wav = to_mono_tensor(wav, path)
+            if sr != self.sample_rate:
+                wav = get_resampler(self.resampler)(wav, sr, self.sample_rate)
+            return i, wav.contiguous(), None
+        except Exception as e:  # noqa: BLE001 - reported per file, never fatal
+            return i, None, f"{type(e).__name__}: {e}"
+
+
+def _keep(group):
+    return group
+
+
+def default_workers() -> int:
+    """Reader processes by default: one per core left over by the model's threads, at least one, at most 8
+    (on 2 cores: 1)."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def durations(paths: Sequence[str]) -> List[float]:
+    """Seconds of audio in each file from its header (0 where unreadable: that file fails when read)."""
+    import soundfile as sf
+
+    out = []
+    for p in paths:
+        try:
+            info = sf.info(str(p))
+            out.append(info.frames / info.samplerate if info.frames > 0 else 0.0)
+        except Exception:  # noqa: BLE001 - reported when the file is read
+            out.append(0.0)
+    return out
+
+
+def length_groups(seconds: Sequence[float], group_files: int = 256, group_seconds: float = 600.0) -> List[List[int]]:
+    """Indices ordered by length, longest first, in groups of at most ``group_files`` files and
+    ``group_seconds`` of audio (a longer file is a group of its own)."""
+    order = sorted(range(len(seconds)), key=lambda i: (-seconds[i], i))
+    groups: List[List[int]] = []
+    cur: List[int] = []
+    total = 0.0
+    for i in order:
+        if cur and (len(cur) >= group_files or total + seconds[i] > group_seconds):
+            groups.append(cur)
+            cur, total = [], 0.0
+        cur.append(i)
+        total += seconds[i]
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def stream(encoder, paths: Sequence[str], *, layers: LayerSpec = None, batch_size: Optional[int] = None,
+           num_workers: Optional[int] = None, seconds: Optional[Sequence[float]] = None,
+           group_files: int = 256, group_seconds: float = 600.0,
+           progress: Optional[Callable[[float], None]] = None) -> Iterator[Result]:
+    """Embed ``paths`` with ``encoder``, one :class:`Result` per file, longest files first.
+
+    ``num_workers``: reader processes (``None``: :func:`default_workers`; 0: read in this process).
+    ``seconds``: each file's duration if known (else read from the headers). ``progress(seconds)`` is called
+    after every batch (see ``Encoder.embed``)."""
+    from .encoder import check_batch_size
+
+    check_batch_size(batch_size)
+    names = encoder._layers(layers)
+    paths = [str(p) for p in paths]
+    if not paths:
+        return
+    if seconds is None:
+        seconds = durations(paths)
+    workers = default_workers() if num_workers is None else int(num_workers)
+    cuda = encoder.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        Reader(paths, encoder.sample_rate, encoder.card.resampler),
+        batch_sampler=length_groups(seconds, group_files, group_seconds), collate_fn=_keep,
+        num_workers=workers, pin_memory=cuda, prefetch_factor=2 if workers else None)
+    for group in loader:
+        clips, readable = [], []
+        for i, wav, error in group:
+            if wav is None:
+                yield Result(i, paths[i], None, error)
+                continue
+            clips.append((paths[i], wav.to(encoder.device, non_blocking=cuda), paths[i]))
+            readable.append(i)
+        if not clips:
+            continue
+        try:
+            embs = encoder.embed_waveforms(clips, names, batch_size, progress or False)
+        except Exception:  # noqa: BLE001 - one bad file must not stop the others: again one by one
+            embs = None
+        if embs is not None:
+            for i, e in zip(readable, embs):
+                yield Result(i, paths[i], e)
+            continue
+        for i, clip in zip(readable, clips):
+            try:
+                e = encoder.embed_waveforms([clip], names, batch_size, progress or False)[0]
+                yield Result(i, paths[i], e)
+            except Exception as err:  # noqa: BLE001
+                yield Result(i, paths[i], None, f"{type(err).__name__}: {err}")
+
+
+def embed_files(encoder, paths: Sequence[str], write: Callable[[Result], None], *, pending: int = 64,
+                **kwargs) -> Tuple[int, List[Tuple[str, str]]]:
+    """:func:`stream` ``paths`` and hand every embedded file to ``write(result)`` on one writer thread (at
+    most ``pending`` results wait for it), so writing overlaps the next group's computation.
+    Returns ``(files written, [(path, error)] for the files that failed)``."""
+    failures: List[Tuple[str, str]] = []
+    written = 0
+    queue: deque = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio-repr-writer") as pool:
+        try:
+            for r in stream(encoder, paths, **kwargs):
+                if r.embedding is None:
+                    failures.append((r.source, r.error or "unknown error"))
+                    continue
+                queue.append(pool.submit(write, r))
+                while len(queue) > pending or (queue and queue[0].done()):
+                    queue.popleft().result()
+                    written += 1
+            while queue:
+                queue.popleft().result()
+                written += 1
+        finally:
+            for f in queue:       # on an error or Ctrl-C: writes not started are dropped (the running one
+                f.cancel()        # finishes; each is atomic, so a resumed run redoes exactly the rest)
+    return written, failures
