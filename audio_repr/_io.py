@@ -11,7 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Union
 
-__all__ = ["atomic_write", "part_name", "make_dirs", "remove_empty"]
+__all__ = ["atomic_write", "part_name", "make_dirs", "remove_empty", "RUN_RECORD"]
+
+#: what made an output folder of ``audio-repr embed`` (compared when a run resumes); the leading "_" makes
+#: Parquet readers (pyarrow, pandas, Spark) skip it, as ``_failures.log``
+RUN_RECORD = "_audio-repr-run.json"
 
 
 def part_name(path: Path) -> Path:

@@ -156,7 +156,7 @@ def _extra_files() -> dict:
     return companion_files()
 
 
-RUN_RECORD = "audio-repr-run.json"   # what produced an output folder (compared when a run resumes)
+from ._io import RUN_RECORD  # noqa: E402  (what made an output folder, compared when a run resumes)
 _COMPARED = ("model", "weights", "layers", "normalisation", "format", "library")
 
 
@@ -365,7 +365,7 @@ def _cmd_embed(args) -> int:
     created, case_insensitive = _prepare_out_dir(out_dir)
     outputs = [_out_path(out_dir, rel) for _, rel in files]
     tag = f"{shard[0]}of{shard[1]}" if shard else "0of1"
-    log = out_dir / (f"failures-{tag}.log" if shard else "failures.log")
+    log = out_dir / (f"_failures-{tag}.log" if shard else "_failures.log")
     try:
         keys = [str(o).casefold() if case_insensitive else str(o) for o in outputs]
         reserved = {(out_dir / n) for n in (RUN_RECORD, log.name)}
@@ -400,11 +400,21 @@ def _cmd_embed(args) -> int:
     if args.engine == "ray":
         from .ray import embed_folder
 
-        n = embed_folder([str(f) for f, _ in files], names, out_dir, model=args.model, layers=layers,
-                         weights=args.weights, random_init=args.random_init, settings=settings,
-                         address=args.address, batch_size=args.batch_size, rows_per_file=args.rows_per_file,
-                         skip=done_before)
-        print(f"embedded {n} file(s) with Ray, skipped {len(done_before)} already done -> {out_dir}", file=sys.stderr)
+        gpus = 1 if (args.device or "cpu").startswith("cuda") else 0     # --device cuda: one GPU per model actor
+        n, failures = embed_folder([str(f) for f, _ in files], names, out_dir, model=args.model, layers=layers,
+                                   weights=args.weights, random_init=args.random_init, settings=settings,
+                                   address=args.address, batch_size=args.batch_size,
+                                   rows_per_file=args.rows_per_file, skip=done_before, num_gpus=gpus,
+                                   progress=not args.quiet)
+        print(f"embedded {n} file(s) with Ray, skipped {len(done_before)} already done, {len(failures)} failed "
+              f"-> {out_dir}", file=sys.stderr)
+        if failures:
+            with atomic_write(log, "w", encoding="utf-8") as fh:
+                fh.writelines(f"{f}\t{msg}\n" for f, msg in failures)
+            for f, msg in failures:
+                print(f"  failed: {f}: {msg}", file=sys.stderr)
+            print(f"  (also written to {log})", file=sys.stderr)
+            return 2
         return 0
 
     todo = [(str(f), name) for (f, _), name in zip(files, names) if name not in done_before]

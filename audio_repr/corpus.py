@@ -6,7 +6,7 @@
   most ``rows_per_file`` rows, one row per input: ``name`` (the output name: the input's path below the
   inputs' common folder), ``source`` (the path as given), ``duration_s``, ``model``, ``layers``, ``clip``
   (list of float32), ``frames`` (list of lists of float32), ``timestamps_ms`` (list of float64); the run's
-  settings (``audio-repr-run.json``'s content) in each file's metadata under ``audio_repr``. Each file is
+  settings (``_audio-repr-run.json``'s content) in each file's metadata under ``audio_repr``. Each file is
   written atomically; rows wait in memory until a file is full (or the run ends), so an interrupted run loses
   at most the rows of the files not yet written, which a resumed run embeds again. The shards load in pandas
   (``pd.read_parquet(OUT)``), Hugging Face ``datasets`` (``load_dataset("parquet", data_files=...)``) and Ray as
@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Set, Union
 
 import numpy as np
 
-from ._io import atomic_write
+from ._io import RUN_RECORD, atomic_write
 from .inference.embedding import Embedding
 
 __all__ = ["FORMATS", "NpzStore", "ParquetStore", "CorpusEmbeddings", "read_embeddings", "open_store",
@@ -36,13 +36,13 @@ __all__ = ["FORMATS", "NpzStore", "ParquetStore", "CorpusEmbeddings", "read_embe
 FORMATS = ("npz", "parquet")
 PART_GLOB = "part-*.parquet"
 METADATA_KEY = b"audio_repr"
-RUN_RECORD = "audio-repr-run.json"
 
 
 def _require_pyarrow():
+    import importlib
+
     try:
-        import pyarrow  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
+        importlib.import_module("pyarrow.parquet")
     except ImportError as e:
         from .cli import MissingExtraError
 
@@ -207,7 +207,7 @@ class CorpusEmbeddings:
 
     ``names`` (output names), ``sources`` (paths as given), ``clip [N, D]``, ``frames`` (one ``[T_i, D]`` array
     per input), ``timestamps_ms`` (one ``[T_i]`` per input), ``duration_s [N]``, ``model``, ``layers`` and the
-    run's ``settings`` (``audio-repr-run.json``, empty when absent)."""
+    run's ``settings`` (``_audio-repr-run.json``, empty when absent)."""
 
     names: List[str]
     sources: List[str]

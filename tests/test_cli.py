@@ -44,7 +44,7 @@ def test_embed_files_and_folders(tmp_path):
     out = tmp_path / "out"
     r = run("embed", data, "--model", "byola-v1-512", "--weights", ckpt, "--out", out, "-q", check=False)
     assert r.returncode == 2 and "broken.wav" in r.stderr              # reported, not fatal
-    assert "broken.wav" in (out / "failures.log").read_text()
+    assert "broken.wav" in (out / "_failures.log").read_text()
     a = np.load(out / "a.wav.npz")
     b = np.load(out / "sub" / "b.flac.npz")
     assert a["frames"].shape == (12, 512) and a["clip"].shape == (512,)
@@ -235,7 +235,7 @@ def test_resume_refuses_other_settings_and_overwrite_redoes(tmp_path):
     out = tmp_path / "emb"
     base = ["embed", data, "-o", out, "-q"]
     run(*base, "-m", "byola-v1-512", "--weights", ckpt)
-    record = json.loads((out / "audio-repr-run.json").read_text())
+    record = json.loads((out / "_audio-repr-run.json").read_text())
     assert record["model"] == "byola-v1-512" and record["layers"] == ["fc2"] and len(record["weights"]) == 64
     assert record["normalisation"]["mode"] == "fixed" and record["library"]
     before = {p: p.stat().st_mtime_ns for p in out.glob("*.npz")}
@@ -249,9 +249,9 @@ def test_resume_refuses_other_settings_and_overwrite_redoes(tmp_path):
     assert "skipped 2" in r.stderr
     run(*base, "-m", "byola-v1-512", "--weights", ckpt, "--layers", "fusion", "--overwrite")
     assert np.load(out / "c0.wav.npz")["frames"].shape[1] == 4608
-    assert json.loads((out / "audio-repr-run.json").read_text())["layers"][0] == "conv1"
+    assert json.loads((out / "_audio-repr-run.json").read_text())["layers"][0] == "conv1"
     # a folder of embeddings without a record of its settings (an older version's) is not resumed blindly
-    (out / "audio-repr-run.json").unlink()
+    (out / "_audio-repr-run.json").unlink()
     r = run(*base, "-m", "byola-v1-512", "--weights", ckpt, check=False)
     assert r.returncode == 1 and "no record" in r.stderr
 
@@ -263,10 +263,10 @@ def test_failures_log_describes_the_last_run_only(tmp_path):
     (data / "broken.wav").write_bytes(b"not audio")
     out = tmp_path / "out"
     r = run("embed", data, "-m", "byola-v1-512", "--random-init", "-o", out, "-q", check=False)
-    assert r.returncode == 2 and "broken.wav" in (out / "failures.log").read_text()
+    assert r.returncode == 2 and "broken.wav" in (out / "_failures.log").read_text()
     (data / "broken.wav").unlink()
     r = run("embed", data, "-m", "byola-v1-512", "--random-init", "-o", out, "-q")
-    assert "skipped 1" in r.stderr and not (out / "failures.log").exists()
+    assert "skipped 1" in r.stderr and not (out / "_failures.log").exists()
 
 
 def _one_line_error(r, *needles):
@@ -401,4 +401,4 @@ def test_readme_first_command_embeds_the_shipped_example(tmp_path, monkeypatch):
     assert "embedded 1 file(s), skipped 0 already done, 0 failed -> out" in r.stderr
     d = np.load(tmp_path / "out" / "example.wav.npz")
     assert d["frames"].shape == (50, 512) and d["timestamps_ms"][:3].tolist() == [35.0, 115.0, 195.0]
-    assert (tmp_path / "out" / "audio-repr-run.json").is_file()
+    assert (tmp_path / "out" / "_audio-repr-run.json").is_file()
