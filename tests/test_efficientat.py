@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import audio_repr
 from audio_repr.models import Tiling
 from audio_repr.weights import WeightsError
-from conftest import AUDIO, SHARED, rel_err
+from conftest import AUDIO, SHARED, accumulations, assert_same_arithmetic, chirp, noise, rel_err
 
 EAT_GOLDEN = SHARED / "golden" / "efficientat_mn04_as.npz"
 MN04 = SHARED / "weights" / "mn04_as_mAP_432.pt"
@@ -252,3 +252,105 @@ def test_cards():
     for name, dim in (("efficientat-mn10-as", 960), ("efficientat-mn40-as", 3840)):
         from audio_repr.models import layer_table
         assert layer_table(name)["features"] == dim and layer_table(name)["logits"] == 527
+
+
+# ---- DyMN (efficientat-dymn10-as): against the original re-stated (tests/reference_dymn.py), random weights ---------
+DYMN = "efficientat-dymn10-as"
+
+
+def _calibration_audio(sr=32000):
+    """Audio whose log-mels set the random checkpoint's BN statistics: loud and quiet noise, a chirp in noise,
+    bursts and silences."""
+    c = torch.from_numpy(chirp(4.0, sr=sr, f0=50, f1=12000))
+    bursts = c * (torch.arange(len(c)) // (sr // 2) % 2 == 0)
+    return [c + 0.3 * noise(4.0, sr=sr, seed=9), noise(4.0, sr=sr, seed=8), 0.003 * noise(4.0, sr=sr, seed=7),
+            0.05 * bursts + 0.001 * noise(4.0, sr=sr, seed=6)]
+
+
+@pytest.fixture(scope="module")
+def dymn(tmp_path_factory):
+    """(the original network with random weights, its checkpoint, our encoder loaded from that file)."""
+    from reference_dymn import OriginalDyMN, random_checkpoint
+
+    plain = audio_repr.load(DYMN, pretrained=False)
+    sd = random_checkpoint(torch.stack([_mel(plain, a) for a in _calibration_audio()])[:, None])
+    path = tmp_path_factory.mktemp("w") / "dymn10_as.pt"
+    torch.save(sd, path)
+    ref = OriginalDyMN()
+    ref.load_state_dict(sd)
+    return ref.eval(), sd, audio_repr.load(DYMN, weights=path)
+
+
+def _dymn_clips(enc):
+    """Noise, a chirp in noise and quiet noise; the dog and cat recordings (44.1 kHz, the card's resampler) when
+    present."""
+    clips = [noise(3.1, sr=32000, seed=1), torch.from_numpy(chirp(2.3, sr=32000, f0=300, f1=9000))
+             + 0.2 * noise(2.3, sr=32000, seed=4), 0.01 * noise(1.7, sr=32000, seed=5)]
+    recordings = [AUDIO / "dog-bark-44k-stereo.wav", AUDIO / "cat-meow-44k.wav"]
+    if all(p.is_file() for p in recordings):
+        clips += enc.waveforms([str(p) for p in recordings])
+    return clips
+
+
+def test_dymn_matches_the_original_alone_and_in_a_batch(dymn):
+    ref, _, enc = dymn
+    clips = _dymn_clips(enc)
+    layers = ["features", "logits"]
+    batch = enc.embed(clips, sr=32000, layers=layers, batch_size=len(clips))
+    fan_in, depth = accumulations(enc)
+    for i, (c, b) in enumerate(zip(clips, batch)):
+        alone = enc.embed(c, sr=32000, layers=layers, batch_size=1)
+        mel = _mel(enc, c)
+        with torch.no_grad():
+            logits, maps = ref(mel[None, None], return_fmaps=True)
+            outs = enc.network(mel[None])
+        T = maps[-1].shape[-1]
+        assert alone.frames.shape[0] == T == math.ceil(mel.shape[1] / 32)
+        assert rel_err(alone.clip[:960], maps[-1][0].mean(dim=(1, 2))) < 1e-5, i      # the original's embedding
+        assert rel_err(alone.clip[960:], logits[0]) < 1e-5, i
+        assert rel_err(alone.layer("features"), maps[-1][0].mean(dim=1).T) < 1e-5, i
+        for k, m in enumerate(maps):                                                   # every block's frames
+            assert rel_err(outs[f"block{k}"][0], m[0].mean(dim=1).T) < 1e-5, (i, k)
+        assert_same_arithmetic(b.frames, alone.frames, fan_in, depth, what=f"clip {i} frames")
+        assert_same_arithmetic(b.clip, alone.clip, fan_in, depth, what=f"clip {i} clip")
+
+
+def test_dymn_is_the_originals_arithmetic_in_float64(dymn):
+    """In float64 the two agree to rounding (1e-12): the float32 differences above are rounding amplified by a deep
+    random network, not a different computation."""
+    import copy
+
+    ref, _, enc = dymn
+    ref64, net64 = copy.deepcopy(ref).double(), copy.deepcopy(enc.network).double()
+    for c in _dymn_clips(enc)[:2]:
+        mel = _mel(enc, c).double()[None]
+        with torch.no_grad():
+            logits, maps = ref64(mel[:, None], return_fmaps=True)
+            ours = net64.feature_maps(mel)
+            clip = net64(mel).clip
+        for m, r in zip(ours, maps):
+            assert rel_err(m, r) < 1e-12
+        assert rel_err(clip["logits"][0], logits[0]) < 1e-12
+
+
+def test_dymn_checkpoint_layout(dymn):
+    """The original's names (``in_c``, ``layers.N``, ``out_c``, ``classifier``) load strictly; wrapped or behind a
+    ``module.`` prefix they convert to the same tensors."""
+    from audio_repr.models.efficientat import convert_state_dict
+
+    _, sd, enc = dymn
+    ours = convert_state_dict(sd)
+    assert set(ours) == set(enc.network.state_dict())
+    assert all(torch.equal(ours[k], v) for k, v in convert_state_dict({"module." + k: v for k, v in sd.items()}).items())
+    assert set(convert_state_dict({"state_dict": sd})) == set(ours)
+    assert ours["features.16.0.weight"] is sd["out_c.0.weight"] and ours["features.3.depth_conv.weight"] is \
+        sd["layers.2.depth_conv.weight"]
+
+
+def test_dymn_card():
+    card = audio_repr.get_card(DYMN)
+    assert card.arch["network"] == "dymn" and card.weights == "dymn10_as.pt" and card.labels == "audioset"
+    assert card.published["AudioSet mAP"] == 47.7 and "Dynamic Convolutional" in card.citation
+    from audio_repr.models import layer_table
+
+    assert layer_table(DYMN)["features"] == 960 and layer_table(DYMN)["logits"] == 527
