@@ -4,9 +4,15 @@
    (where torchaudio is installed, e.g. the GPU image), and the official BYOL-A d512 weights against
    the golden outputs of the original implementation, computed on the GPU.
 2. CPU vs GPU: the same random weights give the same embeddings (TF32 off for this part).
-3. Throughput: clips per second for 10 s clips, float32 and bfloat16, batch 32 (TF32 at defaults).
+3. Throughput: clips per second for 10 s clips already on the device, float32 and bfloat16, batch 32 (TF32 at
+   defaults), the median of ``--repeat`` passes with their spread.
+4. The corpus path (``--corpus-files N``): N ten-second 44.1 kHz stereo WAV files on local disk embedded by
+   ``audio_repr.inference.pipeline.embed_files`` (reader processes on this machine's CPUs, npz written by the
+   writer thread) for each of ``--corpus-models``: files/s and the GPU's busy share of the wall time (NVML
+   utilisation sampled every 50 ms where ``torch.cuda.utilization`` works, else the CUDA-event time of the
+   batches over the wall time).
 
-    python benchmarks/gpu_check.py --weights W.pth --golden byola_v1_d512.npz --json out.json
+    python benchmarks/gpu_check.py --weights W.pth --golden byola_v1_d512.npz --corpus-files 400 --json out.json
 """
 
 from __future__ import annotations
@@ -37,9 +43,14 @@ def main():
     p.add_argument("--golden")
     p.add_argument("--json", default="gpu_check.json")
     p.add_argument("--models", nargs="+", default=["byola-v1-512", "byola-v2-2048", "msm-mae-80x208",
-                                                     "msm-mae-80x512", "vggish", "ast-audioset"])
+                                                     "msm-mae-80x512", "vggish", "ast-audioset",
+                                                     "efficientat-mn10-as", "panns-cnn14", "m2d-vit-base"])
     p.add_argument("--clips", type=int, default=64)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--corpus-files", type=int, default=0)
+    p.add_argument("--corpus-models", nargs="+", default=["byola-v1-512", "ast-audioset"])
+    p.add_argument("--workers", type=int, default=None)
     args = p.parse_args()
     dev = args.device
     sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
@@ -95,12 +106,16 @@ def main():
             n = args.clips if not name.startswith("ast") else max(8, args.clips // 2)
             batch = [c.to(dev) for c in clips[:n]]
             gpu.embed(batch[:4], sr=16000, batch_size=32)
-            sync()
-            t = time.perf_counter()
-            gpu.embed(batch, sr=16000, batch_size=32)
-            sync()
-            dt = time.perf_counter() - t
+            times = []
+            for _ in range(args.repeat):
+                sync()
+                t = time.perf_counter()
+                gpu.embed(batch, sr=16000, batch_size=32)
+                sync()
+                times.append(time.perf_counter() - t)
+            dt = float(np.median(times))
             r[f"{dtype}_clips_per_s"] = n / dt
+            r[f"{dtype}_clips_per_s_spread"] = [n / max(times), n / min(times)]
             r[f"{dtype}_audio_s_per_s"] = 10 * n / dt
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
@@ -108,8 +123,71 @@ def main():
             r["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
         out[name] = r
         print(name, json.dumps(r), flush=True)
+    if args.corpus_files:
+        out["corpus"] = corpus_check(args, dev, sync)
     print(json.dumps(out, indent=1))
     Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+def corpus_check(args, dev, sync):
+    """Files on disk -> the corpus pipeline -> npz, per model: files/s and how busy the GPU was."""
+    import shutil
+    import tempfile
+    import threading
+
+    import soundfile as sf
+
+    from audio_repr.corpus import NpzStore
+    from audio_repr.inference.pipeline import default_workers, embed_files
+
+    tmp = Path(tempfile.mkdtemp(prefix="audio-repr-gpu-corpus-"))
+    res = {"files": args.corpus_files, "seconds_per_file": 10.0, "workers": args.workers or default_workers()}
+    try:
+        rng = np.random.default_rng(0)
+        data = tmp / "data"
+        data.mkdir()
+        for i in range(args.corpus_files):
+            sf.write(data / f"f{i:05d}.wav", (0.1 * rng.standard_normal((441000, 2))).astype(np.float32), 44100,
+                     subtype="PCM_16")
+        paths = sorted(str(p) for p in data.glob("*.wav"))
+        for name in args.corpus_models:
+            torch.manual_seed(0)
+            enc = audio_repr.load(name, pretrained=False, device=dev)
+            r = {}
+            for rep in range(args.repeat):
+                out_dir = tmp / f"out-{name}-{rep}"
+                store = NpzStore(out_dir)
+                busy, stop = [], threading.Event()
+
+                def sample():
+                    while not stop.is_set():
+                        try:
+                            busy.append(torch.cuda.utilization())
+                        except Exception:  # noqa: BLE001 - no NVML: no samples
+                            return
+                        time.sleep(0.05)
+
+                th = threading.Thread(target=sample, daemon=True)
+                th.start()
+                names = {p: Path(p).name for p in paths}
+                t = time.perf_counter()
+                n, failed = embed_files(enc, paths, lambda x: store.write(names[x.source], x.source, x.embedding),
+                                        num_workers=args.workers)
+                sync()
+                wall = time.perf_counter() - t
+                stop.set()
+                th.join()
+                r.setdefault("wall_s", []).append(wall)
+                r.setdefault("files_per_s", []).append(n / wall)
+                r.setdefault("gpu_busy_pct", []).append(float(np.mean(busy)) if busy else None)
+                r["failed"] = len(failed)
+                shutil.rmtree(out_dir)
+            r["files_per_s_median"] = float(np.median(r["files_per_s"]))
+            res[name] = r
+            print("corpus", name, json.dumps(r), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return res
 
 
 if __name__ == "__main__":
