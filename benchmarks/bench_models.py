@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -182,16 +181,33 @@ def frontend_only(enc, clips):
             enc.frontend(b)
 
 
+# The peak is VmHWM, the high-water RSS of this process image (Linux; reset by exec), not ru_maxrss: a child
+# started by fork/vfork + exec inherits its parent's ru_maxrss, so after the throughput runs (a bench process of
+# 1-2 GB) every growth below the parent's peak read 0 MB (EfficientAT's 0.84 GB for 10 minutes) and larger ones
+# were understated. Elsewhere ru_maxrss (kB on Linux) is the fallback.
 MEM_SCRIPT = """
 import resource, sys, torch
 sys.path.insert(0, {root!r})
 import audio_repr
+
+
+def peak_mb():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 torch.set_num_threads({threads})
 enc = audio_repr.load({name!r}, pretrained=False)
 enc.embed(torch.randn(enc.sample_rate * 2), sr=enc.sample_rate)      # warm-up
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak_mb()
 e = enc.embed({path!r}, batch_size=8)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, e.frames.shape[0])
+print(peak_mb() - base, e.frames.shape[0])
 """
 
 
