@@ -1,4 +1,6 @@
-"""EfficientAT MobileNetV3 ("mn" models; Schmid, Koutini, Widmer, ICASSP 2023) with every block exposed.
+"""EfficientAT MobileNetV3 ("mn" models; Schmid, Koutini, Widmer, ICASSP 2023) with every block exposed, and the
+dynamic MobileNet DyMN (``efficientat-dymn10-as``; the section "DyMN" below: the same layers and rules, each block
+dynamic).
 
 Network (``fschmid56/EfficientAT``, ``models/mn``): MobileNetV3-Large scaled by ``width_mult`` (channels
 rounded to multiples of 8), one input channel, BatchNorm eps 1e-3, strides ``(2, 2, 2, 2)``: ``features[0]``
