@@ -12,13 +12,15 @@ from typing import List, Optional, Union
 import torch
 
 from .audio import AudioError, TruncatedAudioWarning, load_audio
+from .corpus import CorpusEmbeddings, read_embeddings
 from .inference import Embedding, Encoder
 from .registry import ModelCard, Normalisation, UnknownModelError, get_card, list_models
 from .weights import HashMismatchError, WeightsError, WeightsNotFoundError
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "check_device", "list_models", "Encoder", "Embedding", "load_audio", "get_card", "ModelCard", "Normalisation",
+__all__ = ["load", "check_device", "list_models", "Encoder", "Embedding", "load_audio", "read_embeddings",
+           "CorpusEmbeddings", "get_card", "ModelCard", "Normalisation",
            "AudioError", "TruncatedAudioWarning", "UnknownModelError", "WeightsError", "WeightsNotFoundError",
            "HashMismatchError"]
 

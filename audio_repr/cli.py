@@ -491,7 +491,7 @@ def _check_model_args(args) -> List[str]:
     import audio_repr
 
     layers = _check_layers(args)
-    if args.device is not None:
+    if args.device is not None and getattr(args, "engine", "local") != "ray":   # Ray: the actors' machines check it
         audio_repr.check_device(args.device)
     if args.weights and args.random_init:
         raise ValueError("--weights and --random-init exclude each other")

@@ -335,7 +335,8 @@ class Encoder(nn.Module):
     # ---- embed: plan -> run -> assemble ---------------------------------------------------------
     @torch.inference_mode()
     def embed(self, audio, sr=None, *, layers: LayerSpec = None, batch_size: Optional[int] = None,
-              progress: Union[bool, Callable[[float], None]] = False) -> Union[Embedding, List[Embedding]]:
+              progress: Union[bool, Callable[[float], None]] = False,
+              num_workers: int = 0) -> Union[Embedding, List[Embedding]]:
         """Embed a clip or a list of clips (paths, 1-D/2-D arrays or tensors).
 
         ``sr``: the input sample rate of arrays and tensors (files use their own): one rate, or for a list of
@@ -344,13 +345,37 @@ class Encoder(nn.Module):
         one's resolution and concatenated. ``batch_size``: pieces per batch (``None``:
         :meth:`default_batch_size`). ``progress``: ``True`` for a bar over pieces, or a function called after
         each batch with the seconds of audio it finished (long files report as they go).
+        A list of paths (and no ``sr``) goes through the corpus pipeline (:mod:`audio_repr.inference.pipeline`):
+        read group by group, longest first, so memory holds one group's audio, not the whole list's;
+        ``num_workers`` reader processes read the next groups meanwhile (0: in this process).
         Returns an :class:`Embedding` (a list of them for a list input).
         """
         check_batch_size(batch_size)
         names = self._layers(layers)
+        if (isinstance(audio, (list, tuple)) and len(audio) > 1 and sr is None
+                and all(isinstance(a, (str, os.PathLike)) for a in audio)):
+            return self._embed_paths([str(a) for a in audio], names, batch_size, progress, num_workers)
         clips, single = self._prepare(audio, sr)
         embs = self.embed_waveforms(clips, names, batch_size, progress)
         return embs[0] if single else embs
+
+    def _embed_paths(self, paths: List[str], names: List[str], batch_size, progress, num_workers) -> List[Embedding]:
+        from .pipeline import durations, stream
+
+        seconds = durations(paths)
+        bar = _progress(round(sum(seconds), 1), progress is True, self.name, unit="audio s")
+        report = progress if callable(progress) else (bar.update if bar is not None else None)
+        out: List[Optional[Embedding]] = [None] * len(paths)
+        try:
+            for r in stream(self, paths, layers=names, batch_size=batch_size, num_workers=num_workers,
+                            seconds=seconds, progress=report):
+                if r.error is not None:
+                    raise AudioError(f"{r.source}: {r.error}")
+                out[r.index] = r.embedding
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
 
     @torch.inference_mode()
     def embed_waveforms(self, clips: List[Clip], layers: List[str], batch_size: Optional[int] = None,
@@ -569,11 +594,11 @@ def _release_free_heap() -> None:
         _LIBC_TRIM(0)
 
 
-def _progress(total: int, enabled: bool, desc: str):
+def _progress(total: float, enabled: bool, desc: str, unit: str = "piece"):
     if not enabled:
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover
         return None
-    return tqdm(total=total, desc=desc, unit="piece")
+    return tqdm(total=total, desc=desc, unit=unit)
