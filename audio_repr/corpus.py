@@ -140,7 +140,8 @@ class ParquetStore:
         self.rows_per_file = int(rows_per_file)
         self.max_bytes = int(max_bytes)
         self.run = uuid.uuid4().hex[:8]           # files of this run never take an earlier run's names
-        self._rows: List[Dict] = []
+        self._rows: List[Dict] = []           # rows of write(), not yet a table
+        self._tables: List = []               # tables of write_table() (and the rest of a flush)
         self._bytes = 0
         self._n = 0
         self.files: List[Path] = []
@@ -161,21 +162,45 @@ class ParquetStore:
         row = embedding_row(name, source, emb)
         self._rows.append(row)
         self._bytes += row["frames"].nbytes + row["clip"].nbytes + row["timestamps_ms"].nbytes
-        if len(self._rows) >= self.rows_per_file or self._bytes >= self.max_bytes:
-            self.flush()
+        if self._pending_rows() >= self.rows_per_file or self._bytes >= self.max_bytes:
+            self.flush(whole_files_only=True)
 
-    def flush(self) -> None:
-        if not self._rows:
+    def write_table(self, table) -> None:
+        """Add rows already in the schema (a ``pyarrow.Table`` of :func:`rows_to_table`, e.g. from Ray)."""
+        if table.num_rows:
+            self._tables.append(table)
+            self._bytes += table.nbytes
+            if self._pending_rows() >= self.rows_per_file or self._bytes >= self.max_bytes:
+                self.flush(whole_files_only=True)
+
+    def _pending_rows(self) -> int:
+        return len(self._rows) + sum(t.num_rows for t in self._tables)
+
+    def flush(self, whole_files_only: bool = False) -> None:
+        """Write the waiting rows as files of ``rows_per_file`` rows; the rest too unless ``whole_files_only``
+        (and the waiting bytes are below ``max_bytes``)."""
+        if not self._pending_rows():
             return
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = rows_to_table(self._rows, self.settings)
-        path = self.out_dir / f"part-{self.shard}-{self.run}-{self._n:05d}.parquet"
-        with atomic_write(path) as f:
-            pq.write_table(table, f)
-        self.files.append(path)
-        self._n += 1
-        self._rows, self._bytes = [], 0
+        tables = self._tables + ([rows_to_table(self._rows)] if self._rows else [])
+        table = pa.concat_tables(tables).replace_schema_metadata(
+            {METADATA_KEY: json.dumps(self.settings).encode()})
+        self._rows, self._tables, self._bytes = [], [], 0
+        at = 0
+        while at < table.num_rows:
+            n = min(self.rows_per_file, table.num_rows - at)
+            if n < self.rows_per_file and whole_files_only and table.slice(at).nbytes < self.max_bytes:
+                self._tables = [table.slice(at)]
+                self._bytes = self._tables[0].nbytes
+                break
+            path = self.out_dir / f"part-{self.shard}-{self.run}-{self._n:05d}.parquet"
+            with atomic_write(path) as f:
+                pq.write_table(table.slice(at, n).combine_chunks(), f)
+            self.files.append(path)
+            self._n += 1
+            at += n
 
     def clear(self) -> None:
         """``--overwrite``: remove this worker's earlier files (all of them when the run is not sharded)."""

@@ -24,10 +24,8 @@ Ray itself is imported only inside these functions: ``import audio_repr`` never 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -38,7 +36,6 @@ __all__ = ["embed", "embed_folder"]
 
 log = logging.getLogger(__name__)
 
-_MAX_BYTES = 256 << 20     # a part file also ends here (as ParquetStore), whatever rows_per_file says
 
 
 def _require_ray():
@@ -227,52 +224,6 @@ def embed(paths_or_dataset, model: str, *, layers=None, weights: Optional[str] =
                                "keep_errors": keep_errors, "expect_weights": _expect_weights})
 
 
-class _PartWriter:
-    """``OUT/part-ray-<run>-<n>.parquet``: at most ``rows_per_file`` rows (and about 256 MB) each, written
-    atomically with the run's settings in the file metadata (the layout of ``corpus.ParquetStore``)."""
-
-    def __init__(self, out_dir: Path, settings: Dict, rows_per_file: int):
-        from .corpus import METADATA_KEY
-
-        self.out_dir = Path(out_dir)
-        self.meta = {METADATA_KEY: json.dumps(settings).encode()}
-        self.rows_per_file = int(rows_per_file)
-        self.run = uuid.uuid4().hex[:8]
-        self.pending: List = []
-        self.rows = 0
-        self.bytes = 0
-        self.files: List[Path] = []
-
-    def add(self, table) -> None:
-        if table.num_rows == 0:
-            return
-        self.pending.append(table)
-        self.rows += table.num_rows
-        self.bytes += table.nbytes
-        while self.rows >= self.rows_per_file or self.bytes >= _MAX_BYTES:
-            self._write(self.rows_per_file if self.rows >= self.rows_per_file else self.rows)
-
-    def _write(self, n: int) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from ._io import atomic_write
-
-        table = pa.concat_tables(self.pending)
-        head, rest = table.slice(0, n), table.slice(n)
-        path = self.out_dir / f"part-ray-{self.run}-{len(self.files):05d}.parquet"
-        with atomic_write(path) as f:
-            pq.write_table(head.combine_chunks().replace_schema_metadata(self.meta), f)
-        self.files.append(path)
-        self.pending = [rest] if rest.num_rows else []
-        self.rows = rest.num_rows
-        self.bytes = rest.nbytes if rest.num_rows else 0
-
-    def close(self) -> None:
-        if self.rows:
-            self._write(self.rows)
-
-
 def embed_folder(paths: Sequence[str], names: Sequence[str], out_dir, *, model: str, layers=None,
                  weights: Optional[str] = None, random_init: bool = False, settings: Dict,
                  address: Optional[str] = None, batch_size: Optional[int] = None, rows_per_file: int = 1000,
@@ -287,6 +238,8 @@ def embed_folder(paths: Sequence[str], names: Sequence[str], out_dir, *, model: 
     or a new local instance; shut down again at the end). ``concurrency`` (``None``): one actor per GPU of the
     cluster with ``num_gpus``, else one per two CPUs. Returns ``(files embedded, [(path, error)] of the files
     that failed)``."""
+    from .corpus import ParquetStore
+
     ray = _require_ray()
     skip = set(skip)
     todo = [(str(p), str(n)) for p, n in zip(paths, names) if n not in skip]
@@ -298,7 +251,7 @@ def embed_folder(paths: Sequence[str], names: Sequence[str], out_dir, *, model: 
     ctx = ray.data.DataContext.get_current()
     bars = ctx.enable_progress_bars
     ctx.enable_progress_bars = bool(progress)
-    writer = _PartWriter(Path(out_dir), settings, rows_per_file)
+    writer = ParquetStore(Path(out_dir), settings, shard="ray", rows_per_file=rows_per_file)
     failures: List[Tuple[str, str]] = []
     try:
         if concurrency is None:
@@ -318,7 +271,7 @@ def embed_folder(paths: Sequence[str], names: Sequence[str], out_dir, *, model: 
                 bad = batch.filter(pc.invert(ok))
                 failures.extend(zip(bad.column("source").to_pylist(), bad.column("error").to_pylist()))
                 good = batch.filter(ok).drop_columns(["error"])
-                writer.add(good)
+                writer.write_table(good)
                 done += good.num_rows
         finally:
             writer.close()   # rows of whole files received so far are kept, even when the job stops (a last part)
