@@ -524,6 +524,28 @@ def _load_for(args, seed: int = 0):
         return audio_repr.load(args.model, device=args.device, pretrained=False)
 
 
+def _cmd_tag(args) -> int:
+    from .inference.tagging import TaggingError, taggers
+    from .registry import get_card
+
+    if get_card(args.model).labels is None:
+        raise TaggingError(f"{get_card(args.model).name} has no classifier to tag with; models that tag: "
+                           + ", ".join(taggers()))
+    _check_model_args(args)
+    for p in args.files:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"no such file: {p}")
+    enc = _load_for(args)
+    tags = enc.tag(list(args.files), top_k=args.top_k, batch_size=args.batch_size)
+    if args.json:
+        rows = [{"file": str(f), "labels": t.labels, "scores": [float(x) for x in t.scores],
+                 "indices": [int(i) for i in t.indices], "windows": t.windows} for f, t in zip(args.files, tags)]
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    for t in tags:
+        print(t)
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     from .evaluate import evaluate
 
@@ -669,6 +691,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write one file for the whole dataset (clip matrix, frames with offsets) under --out")
     q.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_embed)
+    q = sub.add_parser("tag", help="the top AudioSet labels of audio files (models with a classifier: "
+                       "EfficientAT, PANNs)")
+    q.add_argument("files", nargs="+", help="audio files")
+    _model_args(q)
+    q.add_argument("--top-k", type=_positive_int, default=5, help="labels per file (default 5)")
+    q.add_argument("--batch-size", type=_positive_int, default=None)
+    q.add_argument("--json", help="also write the tags as JSON")
+    q.set_defaults(func=_cmd_tag)
     q = sub.add_parser("evaluate", help="linear-probe accuracy on a file,label[,fold|split] CSV")
     q.add_argument("csv")
     _model_args(q)
@@ -714,7 +744,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (UnknownModelError, WeightsError, AudioError, FileNotFoundError, ValueError) as e:
+    except (UnknownModelError, WeightsError, AudioError, FileNotFoundError, ValueError) as e:   # TaggingError too
         return _fail(e)
     except MissingExtraError as e:
         return _fail(e)

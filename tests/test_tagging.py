@@ -4,6 +4,7 @@ in windows, and the error for a model without labels."""
 
 import csv
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 import audio_repr
 from audio_repr.inference.tagging import TaggingError, Tags, label_ids, label_names, tag, taggers
 from audio_repr.models import Tiling
-from conftest import SHARED, noise
+from conftest import ROOT, SHARED, noise
 
 EAT_GOLDEN = SHARED / "golden" / "efficientat_mn04_as.npz"
 MN04 = SHARED / "weights" / "mn04_as_mAP_432.pt"
@@ -120,3 +121,24 @@ def test_a_model_without_labels_cannot_tag():
     enc = audio_repr.load("byola-v1-512", pretrained=False)
     with pytest.raises(TaggingError, match=r"byola-v1-512 cannot tag.*efficientat-mn04-as.*panns-cnn14"):
         tag(enc, noise(1.0), sr=16000)
+
+
+def test_encoder_tag_and_the_tag_command(tmp_path, capsys):
+    from audio_repr.cli import main
+
+    wav = str(ROOT / "examples" / "example.wav")
+    torch.manual_seed(0)
+    enc = audio_repr.load("efficientat-mn04-as", pretrained=False)
+    direct = tag(enc, wav, top_k=3)
+    assert str(enc.tag(wav, top_k=3)) == str(direct)          # the method is the function
+    out = tmp_path / "tags.json"
+    assert main(["tag", wav, "--model", "efficientat-mn04-as", "--random-init", "--top-k", "3", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip() == str(direct).strip()              # --random-init is the seed-0 draw
+    rows = json.loads(out.read_text())
+    assert rows[0]["labels"] == direct.labels and rows[0]["file"] == wav
+    assert main(["tag", wav, "--model", "byola-v1-512"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("audio-repr: error:") and "models that tag: " in err and "efficientat-mn04-as" in err
+    assert main(["tag", str(tmp_path / "missing.wav"), "--model", "efficientat-mn04-as", "--random-init"]) == 1
+    assert "no such file" in capsys.readouterr().err

@@ -377,6 +377,13 @@ class Encoder(nn.Module):
                 bar.close()
         return out
 
+    def tag(self, audio, sr=None, *, top_k: int = 5, batch_size: Optional[int] = None):
+        """The ``top_k`` labels of each input's clip-level ``logits`` with their scores (sigmoid, as the
+        originals); long clips: the maximum over whole-length windows. See :func:`audio_repr.inference.tagging.tag`."""
+        from .tagging import tag
+
+        return tag(self, audio, sr=sr, top_k=top_k, batch_size=batch_size)
+
     @torch.inference_mode()
     def embed_waveforms(self, clips: List[Clip], layers: List[str], batch_size: Optional[int] = None,
                         progress: Union[bool, Callable[[float], None]] = False) -> List[Embedding]:

@@ -437,7 +437,7 @@ for _name, _w, _map, _file, _max in (("mn04", 0.4, 0.432, "mn04_as_mAP_432.pt", 
         normalisation=Normalisation(-4.5, 5.0),       # the original's "fast normalisation" (x + 4.5) / 5
         default_layer="features", fusion_layers=("block1", "block3", "block6", "block12", "features"),
         weights=_file, licence=_LICENCE, citation=_CITE, paper="https://arxiv.org/abs/2211.04772",
-        resampler="kaiser_best_librosa", cpu_batch_size=4, published={"AudioSet mAP": round(100 * _map, 1)},
+        resampler="kaiser_best_librosa", cpu_batch_frames=4096, published={"AudioSet mAP": round(100 * _map, 1)},
         labels="audioset",                            # logits: the 527 AudioSet classes (tagging)
     ))
 
@@ -455,6 +455,6 @@ register(ModelCard(
     citation=("F. Schmid, K. Koutini, G. Widmer, \"Dynamic Convolutional Neural Networks as Efficient Pre-trained "
               "Audio Models\", IEEE/ACM Transactions on Audio, Speech, and Language Processing, 2024."),
     paper="https://arxiv.org/abs/2310.15648",
-    resampler="kaiser_best_librosa", cpu_batch_size=4, published={"AudioSet mAP": 47.7},
+    resampler="kaiser_best_librosa", cpu_batch_frames=4096, published={"AudioSet mAP": 47.7},
     labels="audioset",
 ))

@@ -197,6 +197,6 @@ for _name, _sr, _fft, _hop, _fmax, _map, _file in (
         default_layer="embedding",
         fusion_layers=("conv_block2", "conv_block4", "conv_block5", "conv_block6", "embedding"),
         weights=_file, licence=_LICENCE, citation=_CITE, paper="https://arxiv.org/abs/1912.10211",
-        resampler="kaiser_best_librosa", cpu_batch_size=4, published={"AudioSet mAP": round(100 * _map, 1)},
+        resampler="kaiser_best_librosa", cpu_batch_frames=2048, published={"AudioSet mAP": round(100 * _map, 1)},
         labels="audioset",                            # logits: the 527 AudioSet classes (tagging)
     ))
