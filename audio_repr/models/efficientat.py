@@ -381,7 +381,11 @@ def build_network(network: str = "mn", **kwargs) -> MobileNetV3:
     """``network="mn"``: :class:`MobileNetV3`; ``"dymn"``: :class:`DyMN` (a card's ``arch``)."""
     if network not in ("mn", "dymn"):
         raise ValueError(f"unknown EfficientAT network {network!r} (expected 'mn' or 'dymn')")
-    return DyMN(**kwargs) if network == "dymn" else MobileNetV3(**kwargs)
+    if network == "dymn":
+        return DyMN(**kwargs)          # channels-last measured no faster for DyMN's per-clip kernels
+    # channels-last: MobileNetV3's convolutions run 1.1-1.7x faster on CPU (oneDNN NHWC; mn04 at batch 4 x 10 s:
+    # 1.7x), the same arithmetic up to float32 reordering; loading a state dict keeps the layout
+    return MobileNetV3(**kwargs).to(memory_format=torch.channels_last)
 
 
 _DYMN_NAMES = re.compile(r"^(?:in_c\.|layers\.(\d+)\.|out_c\.)")
