@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,10 @@ class Embedding:
         """Write an ``.npz`` atomically (``layer_slices`` as ``[L, 2]`` rows in the order of ``layers``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()               # the zip's many small writes and seeks in memory, one write to the file
+        np.savez(buf, **self.to_numpy())
         with atomic_write(path) as f:
-            np.savez(f, **self.to_numpy())
+            f.write(buf.getbuffer())
         return path
 
     @classmethod
