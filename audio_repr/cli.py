@@ -678,8 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--rows-per-file", type=_positive_int, default=1000, metavar="N",
                    help="--format parquet: rows (inputs) per shard file (default 1000)")
     q.add_argument("--workers", type=_non_negative_int, default=None, metavar="N",
-                   help="processes that read and resample files while the model computes (default: cores - 1, "
-                        "at least 1; 0 reads in the main process)")
+                   help="processes that read and resample files while the model computes (default: on a GPU "
+                        "cores - 1, at most 8; on a CPU none up to 4 cores, then one per 4 more; 0 reads in the "
+                        "main process)")
     q.add_argument("--shard", metavar="i/N",
                    help="embed only shard i of N (0-based; a deterministic split of the inputs by output name), "
                         "for N workers into one --out; 'auto' reads torchrun's RANK/WORLD_SIZE or a SLURM array's ids")

@@ -64,6 +64,16 @@ def per_clip_loop(enc, clips):
             (out.mean(1) + out.amax(1)).float().cpu()
 
 
+def byola_original_loop(enc, ref, clips):
+    """BYOL-A's original runtime: per clip, the log-mel front end, normalisation, the original network
+    (``frames``), mean + max over time."""
+    with torch.inference_mode():
+        for c in clips:
+            x = (enc.frontend(c[None]) - enc.normalisation.mean) / enc.normalisation.divisor
+            out = ref.frames(x[:, None].to(enc.dtype))
+            (out.mean(1) + out.amax(1)).float().cpu()
+
+
 def torchvggish_peer(enc, clips, device):
     """torchvggish's own pipeline, one clip at a time (numpy front end + its VGG), same weights."""
     from torchvggish import vggish_input
@@ -164,6 +174,15 @@ def load_with_peer(name, device, dtype=None):
             ref.to(device)
             return enc, "panns_inference Cnn14, per clip", lambda clips: panns_peer(ref, clips, device)
     enc = audio_repr.load(name, pretrained=False, device=device, dtype=dtype)
+    if family == "byola":
+        # the original network (the official module layout, NCHW: tests/reference_byola.py) with the same weights
+        sys.path.insert(0, str(ROOT / "tests"))
+        from reference_byola import OriginalV1, OriginalV2
+
+        ref = OriginalV2() if enc.network.stack_output else OriginalV1(enc.network.layer_dims["fc2"])
+        ref.load_state_dict(enc.network.state_dict())
+        ref.to(device=device, dtype=enc.dtype).eval()
+        return enc, "original network, per clip", lambda clips: (lambda: byola_original_loop(enc, ref, clips))
     if family == "vggish":
         try:
             import torchvggish  # noqa: F401
@@ -256,7 +275,7 @@ def bench_model(name, args):
         e = enc if dtype == "float32" else load_with_peer(name, args.device, getattr(torch, dtype))[0]
         for bs in args.batch_sizes:
             t = timeit(lambda: e.embed(clips, sr=sr, batch_size=bs), args.device, args.repeat)
-            rows.append({"model": name, "device": args.device, "dtype": dtype, "batch_size": bs,
+            rows.append({"model": name, "device": args.device, "dtype": dtype, "batch_size": bs or "default",
                          "audio_s_per_s": audio_s / t, "seconds": t,
                          "frontend_share": t_fe / t if dtype == "float32" else None,
                          "peer": peer_name, "peer_audio_s_per_s": audio_s / t_peer,
@@ -284,12 +303,17 @@ def markdown(results, meta):
     return "\n".join(lines) + "\n"
 
 
+def _batch(text):
+    return None if text == "default" else int(text)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["byola-v1-512", "byola-v2-2048"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtypes", nargs="+", default=["float32"])
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
+    p.add_argument("--batch-sizes", nargs="+", type=_batch, default=[None, 1, 32],
+                   help="pieces per batch; 'default' is the library's own choice (embed's batch_size=None)")
     p.add_argument("--clips", type=int, default=32)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--repeat", type=int, default=2)

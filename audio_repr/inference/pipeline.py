@@ -21,7 +21,7 @@ import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -70,10 +70,15 @@ def _keep(group):
     return group
 
 
-def default_workers() -> int:
-    """Reader processes by default: one per core left over by the model's threads, at least one, at most 8
-    (on 2 cores: 1)."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+def default_workers(device: Union[str, torch.device] = "cuda") -> int:
+    """Reader processes by default. With the model on an accelerator the CPUs only read: every core but one,
+    at most 8. With the model on the CPU the readers take cores from it: none on up to 4 cores (2 cores,
+    FSDD: one reader made ``audio-repr embed`` 1.2x slower than reading in the main process, 10-s files
+    no faster), then one per further 4 cores, at most 4."""
+    cores = os.cpu_count() or 2
+    if torch.device(device).type != "cpu":
+        return max(1, min(8, cores - 1))
+    return max(0, min(4, (cores - 4 + 3) // 4))
 
 
 def durations(paths: Sequence[str]) -> List[float]:
@@ -114,7 +119,8 @@ def stream(encoder, paths: Sequence[str], *, layers: LayerSpec = None, batch_siz
            progress: Optional[Callable[[float], None]] = None) -> Iterator[Result]:
     """Embed ``paths`` with ``encoder``, one :class:`Result` per file, longest files first.
 
-    ``num_workers``: reader processes (``None``: :func:`default_workers`; 0: read in this process).
+    ``num_workers``: reader processes (``None``: :func:`default_workers` for the model's device; 0: read in this
+    process).
     ``seconds``: each file's duration if known (else read from the headers). ``progress(seconds)`` is called
     after every batch (see ``Encoder.embed``)."""
     from .encoder import check_batch_size
@@ -126,7 +132,7 @@ def stream(encoder, paths: Sequence[str], *, layers: LayerSpec = None, batch_siz
         return
     if seconds is None:
         seconds = durations(paths)
-    workers = default_workers() if num_workers is None else int(num_workers)
+    workers = default_workers(encoder.device) if num_workers is None else int(num_workers)
     cuda = encoder.device.type == "cuda"
     loader = torch.utils.data.DataLoader(
         Reader(paths, encoder.sample_rate, encoder.card.resampler),
