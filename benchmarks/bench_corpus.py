@@ -6,7 +6,8 @@ Variants, each a fresh process writing into a fresh folder (the first one warms 
 * ``pipeline``      — ``audio-repr embed DIR`` at its defaults (reader processes, length-sorted groups, a writer
   thread, the model's CPU batching), npz outputs;
 * ``pipeline-pq``   — the same with ``--format parquet``;
-* ``workers0``      — ``--workers 0`` (files read in the main process);
+* ``workers1``      — ``--workers 1`` (one reader process; the default reads in the main process on a CPU of up to
+  4 cores);
 * ``before``        — the CLI of the library at ``--baseline`` (default ``fb0a74b``, before the pipeline: groups of
   ``batch_size`` files in input order, one thread), exported with ``git archive``;
 * ``per-file``      — the original runtimes' way, as a user of the original code writes it: per file read,
@@ -96,8 +97,8 @@ def run_variant(name: str, data: Path, out: Path, model: str, base: Path) -> flo
         cmd, env["PYTHONPATH"] = cli, str(ROOT)
     elif name == "pipeline-pq":
         cmd, env["PYTHONPATH"] = cli + ["--format", "parquet"], str(ROOT)
-    elif name == "workers0":
-        cmd, env["PYTHONPATH"] = cli + ["--workers", "0"], str(ROOT)
+    elif name == "workers1":
+        cmd, env["PYTHONPATH"] = cli + ["--workers", "1"], str(ROOT)
     elif name == "before":
         cmd, env["PYTHONPATH"] = cli, str(base)
     elif name == "per-file":
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", choices=["fsdd", "long"], default="fsdd")
     ap.add_argument("--files", type=int, default=200, help="--set long: number of 10-s files")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--variants", nargs="+", default=["pipeline", "pipeline-pq", "workers0", "before", "per-file"])
+    ap.add_argument("--variants", nargs="+", default=["pipeline", "pipeline-pq", "workers1", "before", "per-file"])
     ap.add_argument("--baseline", default="fb0a74b", help="git revision of the path before the pipeline")
     ap.add_argument("--json")
     args = ap.parse_args(argv)

@@ -459,6 +459,6 @@ register(ModelCard(
     citation=("F. Schmid, K. Koutini, G. Widmer, \"Dynamic Convolutional Neural Networks as Efficient Pre-trained "
               "Audio Models\", IEEE/ACM Transactions on Audio, Speech, and Language Processing, 2024."),
     paper="https://arxiv.org/abs/2310.15648",
-    resampler="kaiser_best_librosa", cpu_batch_frames=4096, published={"AudioSet mAP": 47.7},
+    resampler="kaiser_best_librosa", cpu_batch_frames=1024, published={"AudioSet mAP": 47.7},
     labels="audioset",
 ))
