@@ -4,8 +4,9 @@
   (a ``torch.utils.data.DataLoader`` over :class:`Reader`; ``num_workers=0`` reads in this process), handed
   over in pinned memory when the model is on a GPU and copied with ``non_blocking=True``;
 * **group** — files are ordered by length (from their headers), longest first, and grouped (at most
-  ``group_files`` files and ``group_seconds`` of audio, a longer file alone), so the batches of a group waste
-  little padding; within a group :meth:`Encoder.embed_waveforms` batches the pieces of all its clips;
+  ``group_files`` files and ``group_seconds`` of audio, by default 64 and 300 s: several full batches each; a longer
+  file alone), so the batches of a group waste little padding; outputs are written group by group, so an
+  interrupted run keeps every group but the last; within a group :meth:`Encoder.embed_waveforms` batches the pieces of all its clips;
 * **results** — :func:`stream` yields one :class:`Result` per file (in group order) while the workers read the
   next groups; :func:`embed_files` writes them from a writer thread (``concurrent.futures``) while the device
   computes the next group.
@@ -95,7 +96,7 @@ def durations(paths: Sequence[str]) -> List[float]:
     return out
 
 
-def length_groups(seconds: Sequence[float], group_files: int = 256, group_seconds: float = 600.0) -> List[List[int]]:
+def length_groups(seconds: Sequence[float], group_files: int = 64, group_seconds: float = 300.0) -> List[List[int]]:
     """Indices ordered by length, longest first, in groups of at most ``group_files`` files and
     ``group_seconds`` of audio (a longer file is a group of its own)."""
     order = sorted(range(len(seconds)), key=lambda i: (-seconds[i], i))
@@ -115,7 +116,7 @@ def length_groups(seconds: Sequence[float], group_files: int = 256, group_second
 
 def stream(encoder, paths: Sequence[str], *, layers: LayerSpec = None, batch_size: Optional[int] = None,
            num_workers: Optional[int] = None, seconds: Optional[Sequence[float]] = None,
-           group_files: int = 256, group_seconds: float = 600.0,
+           group_files: int = 64, group_seconds: float = 300.0,
            progress: Optional[Callable[[float], None]] = None) -> Iterator[Result]:
     """Embed ``paths`` with ``encoder``, one :class:`Result` per file, longest files first.
 
