@@ -408,14 +408,7 @@ def _cmd_embed(args) -> int:
                                    progress=not args.quiet)
         print(f"embedded {n} file(s) with Ray, skipped {len(done_before)} already done, {len(failures)} failed "
               f"-> {out_dir}", file=sys.stderr)
-        if failures:
-            with atomic_write(log, "w", encoding="utf-8") as fh:
-                fh.writelines(f"{f}\t{msg}\n" for f, msg in failures)
-            for f, msg in failures:
-                print(f"  failed: {f}: {msg}", file=sys.stderr)
-            print(f"  (also written to {log})", file=sys.stderr)
-            return 2
-        return 0
+        return _report_failures(failures, log)
 
     todo = [(str(f), name) for (f, _), name in zip(files, names) if name not in done_before]
     skipped = len(files) - len(todo)
@@ -459,14 +452,21 @@ def _cmd_embed(args) -> int:
     if args.consolidate:
         path = consolidate(out_dir, files, out_dir / args.consolidate)
         print(f"consolidated {len(files) - len(failures)} file(s) into {path}", file=sys.stderr)
-    if failures:
-        with atomic_write(log, "w", encoding="utf-8") as fh:
-            fh.writelines(f"{f}\t{msg}\n" for f, msg in failures)
-        for f, msg in failures:
-            print(f"  failed: {f}: {msg}", file=sys.stderr)
-        print(f"  (also written to {log})", file=sys.stderr)
-        return 2
-    return 0
+    return _report_failures(failures, log)
+
+
+def _report_failures(failures: List[Tuple[str, str]], log: Path) -> int:
+    """Each failed input on stderr and in ``log`` (this run's only); the exit status (2 when some failed)."""
+    from ._io import atomic_write
+
+    if not failures:
+        return 0
+    with atomic_write(log, "w", encoding="utf-8") as fh:
+        fh.writelines(f"{f}\t{msg}\n" for f, msg in failures)
+    for f, msg in failures:
+        print(f"  failed: {f}: {msg}", file=sys.stderr)
+    print(f"  (also written to {log})", file=sys.stderr)
+    return 2
 
 
 def _first_clash(keys: List[str], outputs: List[Path], reserved, case_insensitive: bool) -> Optional[str]:
@@ -604,24 +604,20 @@ def _require(module: str, extra: str, package: Optional[str] = None) -> None:
                                 f"load ({e}): pip install 'audio-repr[{extra}]'") from e
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {v}")
-    return v
+def _int_at_least(low: int):
+    """An argparse type: a whole number >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be {low} or more, got {v}")
+        return v
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
-    return v
+_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
 
 
 def _seed_list(text: str) -> List[int]:
