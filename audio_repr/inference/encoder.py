@@ -363,7 +363,7 @@ class Encoder(nn.Module):
         from .pipeline import durations, stream
 
         seconds = durations(paths)
-        bar = _progress(round(sum(seconds), 1), progress is True, self.name, unit="audio s")
+        bar = _progress(sum(seconds), progress is True, self.name, unit="audio s")
         report = progress if callable(progress) else (bar.update if bar is not None else None)
         out: List[Optional[Embedding]] = [None] * len(paths)
         try:
@@ -608,4 +608,7 @@ def _progress(total: float, enabled: bool, desc: str, unit: str = "piece"):
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover
         return None
-    return tqdm(total=total, desc=desc, unit=unit)
+    if unit == "piece":
+        return tqdm(total=total, desc=desc, unit=unit)
+    return tqdm(total=total, desc=desc, unit=unit,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} " + unit + " [{elapsed}<{remaining}]")
