@@ -372,6 +372,8 @@ class Encoder(nn.Module):
                 if r.error is not None:
                     raise AudioError(f"{r.source}: {r.error}")
                 out[r.index] = r.embedding
+            if bar is not None:
+                bar.update(bar.total - bar.n)            # float sums of the pieces' shares: end exactly at the total
         finally:
             if bar is not None:
                 bar.close()
