@@ -178,6 +178,16 @@ def test_shards_into_one_folder_equal_one_run(tmp_path, corpus, enc, capsys):
     for x, y in zip(a.frames, b.frames):                      # other batch compositions: within the bound
         assert_same_arithmetic(y, x, *acc, what="frames")
     assert_same_arithmetic(b.clip, a.clip, *acc, what="clip")
+    # at one piece per batch the batch composition is the same everywhere: identical, shard by shard
+    one1, many1 = tmp_path / "one1", tmp_path / "many1"
+    assert embed_cli(corpus, "--out", one1, "--format", "parquet", "--batch-size", "1") == 0
+    for i in range(2):
+        assert embed_cli(corpus, "--out", many1, "--shard", f"{i}/2", "--batch-size", "1") == 0     # npz
+    a1, b1 = read_embeddings(one1), read_embeddings(many1)
+    assert a1.names == b1.names
+    np.testing.assert_array_equal(a1.clip, b1.clip)
+    for x, y in zip(a1.frames, b1.frames):
+        np.testing.assert_array_equal(x, y)
     # the split is a partition of the inputs, whatever order they are given in
     from audio_repr.cli import _collect, shard_files
 
