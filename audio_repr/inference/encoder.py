@@ -362,6 +362,9 @@ class Encoder(nn.Module):
     def _embed_paths(self, paths: List[str], names: List[str], batch_size, progress, num_workers) -> List[Embedding]:
         from .pipeline import durations, stream
 
+        for p in paths:                              # before any work, as for a single file
+            if not os.path.exists(p):
+                raise FileNotFoundError(f"audio file not found: {p}")
         seconds = durations(paths)
         bar = _progress(sum(seconds), progress is True, self.name, unit="audio s")
         report = progress if callable(progress) else (bar.update if bar is not None else None)
@@ -369,8 +372,9 @@ class Encoder(nn.Module):
         try:
             for r in stream(self, paths, layers=names, batch_size=batch_size, num_workers=num_workers,
                             seconds=seconds, progress=report):
-                if r.error is not None:
-                    raise AudioError(f"{r.source}: {r.error}")
+                if r.error is not None:          # an AudioError's message already names the file
+                    own = r.error.startswith("AudioError: ") and r.source in r.error
+                    raise AudioError(r.error[len("AudioError: "):] if own else f"{r.source}: {r.error}")
                 out[r.index] = r.embedding
             if bar is not None:
                 bar.update(bar.total - bar.n)            # float sums of the pieces' shares: end exactly at the total
