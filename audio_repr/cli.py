@@ -379,7 +379,8 @@ def _cmd_embed(args) -> int:
             raise ValueError(clash)
         files = shard_files(files, shard)
         names = [rel.as_posix() for _, rel in files]
-        enc = _load_for(args)
+        # Ray: the driver only records the weights' digest (the actors' machines have the GPUs)
+        enc = _load_for(args, device="cpu" if args.engine == "ray" else None)
         settings = _run_settings(enc, layers, args)
         store = open_store(args.format, out_dir, settings, shard=tag, rows_per_file=args.rows_per_file)
         done_before = store.done(names)
@@ -510,18 +511,19 @@ def _check_layers(args) -> List[str]:
     return resolve_layers(args.layers, list(layer_table(card.name)), card.default_layer, card.fusion_layers)
 
 
-def _load_for(args, seed: int = 0):
-    """The encoder the arguments ask for; with ``--random-init`` a network drawn from ``seed``
-    (reproducible, and the caller's random state is left as it was)."""
+def _load_for(args, seed: int = 0, device: Optional[str] = None):
+    """The encoder the arguments ask for (on ``device``, default ``--device``); with ``--random-init`` a network
+    drawn from ``seed`` (reproducible, and the caller's random state is left as it was)."""
     import torch
 
     import audio_repr
 
+    device = device or args.device
     if not args.random_init:
-        return audio_repr.load(args.model, weights=args.weights, device=args.device)
+        return audio_repr.load(args.model, weights=args.weights, device=device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return audio_repr.load(args.model, device=args.device, pretrained=False)
+        return audio_repr.load(args.model, device=device, pretrained=False)
 
 
 def _cmd_tag(args) -> int:
