@@ -391,12 +391,11 @@ class Encoder(nn.Module):
         return tag(self, audio, sr=sr, top_k=top_k, batch_size=batch_size)
 
     @torch.inference_mode()
-    def embed_waveforms(self, clips: List[Clip], layers: List[str], batch_size: Optional[int] = None,
+    def embed_waveforms(self, clips: List[Clip], layers: LayerSpec = None, batch_size: Optional[int] = None,
                         progress: Union[bool, Callable[[float], None]] = False) -> List[Embedding]:
         """``embed`` of clips already read and resampled: ``[(name, mono waveform at the model's rate, source
-        path or None)]`` and resolved layer names (the corpus pipeline reads files in worker processes and
-        hands their waveforms here)."""
-        plan = self._plan(clips, layers)
+        path or None)]`` (the corpus pipeline reads files in worker processes and hands their waveforms here)."""
+        plan = self._plan(clips, self._layers(layers))
         results, vectors = self._run(plan, batch_size, progress)
         return self._assemble(plan, results, vectors)
 
