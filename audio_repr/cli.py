@@ -347,11 +347,9 @@ def _cmd_embed(args) -> int:
         raise ValueError("--consolidate with --shard: each worker sees only its share; consolidate once all "
                          "shards are done (audio_repr.read_embeddings reads the whole folder)")
     if args.format == "parquet":
-        from .corpus import _require_pyarrow
-
-        _require_pyarrow()
+        _require("pyarrow.parquet", "parquet", "pyarrow")
     if args.engine == "ray":
-        _require("ray", "ray")
+        _require("ray.data", "ray", "ray[data]")
         if args.format != "parquet":
             raise ValueError("--engine ray writes Parquet: add --format parquet")
         if shard is not None:
@@ -417,7 +415,7 @@ def _cmd_embed(args) -> int:
 
     seconds = durations([f for f, _ in todo])
     name_of = {i: name for i, (_, name) in enumerate(todo)}
-    stats = {"files": 0, "audio_s": 0.0}
+    stats = {"files": 0}
     t0 = time.perf_counter()
     bar = None
     if not args.quiet:
@@ -438,7 +436,6 @@ def _cmd_embed(args) -> int:
     def write(r) -> None:              # on the writer thread
         store.write(name_of[r.index], r.source, r.embedding)
         stats["files"] += 1
-        stats["audio_s"] += r.embedding.duration_s
 
     failures: List[Tuple[str, str]] = []
     try:
@@ -491,7 +488,9 @@ def _check_model_args(args) -> List[str]:
     layers (returned, resolved), the device, ``--weights`` (it exists; not with ``--random-init``)."""
     import audio_repr
 
-    layers = _check_layers(args)
+    from .models import resolve_model_layers
+
+    layers = resolve_model_layers(args.model, args.layers)   # checked without loading the model
     if args.device is not None and getattr(args, "engine", "local") != "ray":   # Ray: the actors' machines check it
         audio_repr.check_device(args.device)
     if args.weights and args.random_init:
@@ -499,16 +498,6 @@ def _check_model_args(args) -> List[str]:
     if args.weights and not Path(args.weights).expanduser().exists():
         raise FileNotFoundError(f"--weights {args.weights}: no such file or folder")
     return layers
-
-
-def _check_layers(args) -> List[str]:
-    """The layer names ``--layers`` selects, checked against the model's layer table without loading it."""
-    from .fusion import resolve_layers
-    from .models import layer_table
-    from .registry import get_card
-
-    card = get_card(args.model)
-    return resolve_layers(args.layers, list(layer_table(card.name)), card.default_layer, card.fusion_layers)
 
 
 def _load_for(args, seed: int = 0, device: Optional[str] = None):

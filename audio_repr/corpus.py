@@ -39,15 +39,9 @@ METADATA_KEY = b"audio_repr"
 
 
 def _require_pyarrow():
-    import importlib
+    from .cli import _require
 
-    try:
-        importlib.import_module("pyarrow.parquet")
-    except ImportError as e:
-        from .cli import MissingExtraError
-
-        raise MissingExtraError(f"--format parquet needs pyarrow, which is not installed or does not load ({e}): "
-                                "pip install 'audio-repr[parquet]'") from e
+    _require("pyarrow.parquet", "parquet", "pyarrow")
 
 
 class NpzStore:

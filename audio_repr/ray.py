@@ -39,27 +39,12 @@ log = logging.getLogger(__name__)
 
 
 def _require_ray():
-    try:
-        import ray  # noqa: F401
-        import ray.data  # noqa: F401
-    except ImportError as e:
-        from .cli import MissingExtraError
+    from .cli import _require
 
-        raise MissingExtraError(f"the Ray engine needs ray[data], which is not installed or does not load ({e}): "
-                                "pip install 'audio-repr[ray]'") from e
+    _require("ray.data", "ray", "ray[data]")
     import ray
 
     return ray
-
-
-def _resolve_layers(model: str, layers) -> List[str]:
-    """Layer names, checked against the model's table on the driver (before any actor starts)."""
-    from .fusion import resolve_layers
-    from .models import layer_table
-    from .registry import get_card
-
-    card = get_card(model)
-    return resolve_layers(layers, list(layer_table(card.name)), card.default_layer, card.fusion_layers)
 
 
 # ---- stage 1: read (Ray tasks) ---------------------------------------------------------------------------
@@ -182,7 +167,9 @@ def embed(paths_or_dataset, model: str, *, layers=None, weights: Optional[str] =
     from .registry import get_card
 
     card = get_card(model)
-    names_ = _resolve_layers(model, layers)
+    from .models import resolve_model_layers
+
+    names_ = resolve_model_layers(model, layers)
     if files_per_batch < 1:
         raise ValueError(f"files_per_batch must be 1 or more, got {files_per_batch}")
     from .inference.encoder import check_batch_size

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import lru_cache
-from typing import Dict
+from typing import Dict, List
 
 from ..registry import Registry
 from .base import Backbone, Family, LayerOutputs, Tiling
@@ -47,6 +47,16 @@ def layer_table(name: str) -> Dict[str, int]:
     """``layer -> dimension`` of model ``name``'s network, read from the network built on the meta device
     (nothing allocated, no weights): what a command line or the HEAR modules need before loading a model."""
     return dict(_meta_network(name).layer_dims)
+
+
+def resolve_model_layers(name: str, layers) -> List[str]:
+    """The layer names ``layers`` (``None``, ``"fusion"``, ``"all"``, names or indices) selects of model ``name``,
+    checked against its :func:`layer_table` without loading the model."""
+    from ..fusion import resolve_layers
+    from ..registry import get_card
+
+    card = get_card(name)
+    return resolve_layers(layers, list(layer_table(card.name)), card.default_layer, card.fusion_layers)
 
 
 for _m in pkgutil.iter_modules(__path__):
