@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Union
 
-__all__ = ["atomic_write", "part_name", "make_dirs", "remove_empty", "RUN_RECORD"]
+__all__ = ["atomic_write", "part_name", "make_dirs", "remove_empty", "RUN_RECORD", "MissingExtraError", "require"]
 
 #: what made an output folder of ``audio-repr embed`` (compared when a run resumes); the leading "_" makes
 #: Parquet readers (pyarrow, pandas, Spark) skip it, as ``_failures.log``
@@ -29,7 +29,8 @@ def atomic_write(path: Union[str, os.PathLike], mode: str = "wb", *, encoding: O
     """``with atomic_write(path) as f: f.write(...)``: ``path`` appears complete or not at all.
 
     ``check(tmp)`` (optional) runs on the finished temporary file before it is renamed; raising refuses
-    it (nothing is left). The file gets the permissions of any file the user creates (the umask's)."""
+    it (nothing is left). The file gets the permissions of any file the user creates (the umask's). An
+    ``OSError`` that names no file (a full disk) is raised again naming ``path``."""
     path = Path(path)
     tmp = part_name(path)
     try:
@@ -38,6 +39,10 @@ def atomic_write(path: Union[str, os.PathLike], mode: str = "wb", *, encoding: O
         if check is not None:
             check(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None and e.errno is not None:   # a full disk, a file-size limit: say which file
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -74,3 +79,18 @@ def remove_empty(created: List[Path]) -> None:
             continue
         except OSError:  # not empty: someone else is using it (and so its parents)
             break
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency a feature needs is not installed (the message names the extra to install)."""
+
+
+def require(module: str, extra: str, package: Optional[str] = None) -> None:
+    """Import ``module`` or raise :class:`MissingExtraError` with ``pip install 'audio-repr[extra]'``."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtraError(f"this needs {package or module}, which is not installed or does not "
+                                f"load ({e}): pip install 'audio-repr[{extra}]'") from e

@@ -3,67 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import glob
+import contextlib
 import json
 import os
 import sys
-import tempfile
-import time
+import warnings
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple
-
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"}
-
-
-def _glob_root(pattern: str) -> Path:
-    """The folder a glob pattern searches from: its leading parts without wildcards."""
-    parts = Path(pattern).parts
-    lead = []
-    for part in parts[:-1]:
-        if glob.has_magic(part):
-            break
-        lead.append(part)
-    return Path(*lead) if lead else Path(".")
-
-
-def _collect(paths: Iterable[str]) -> List[Tuple[Path, Path]]:
-    """Expand files, folders (recursive) and globs into ``(file, output name)`` pairs.
-
-    Output names mirror each file's path relative to the common root of all inputs (a folder counts from
-    itself, a glob from its leading folders, a file from its own folder), so two inputs never share an
-    output and a user can map every output back to its source. A file reached twice (by two specs or a
-    link) is embedded once."""
-    entries: List[Tuple[Path, Path]] = []          # (file as found, the root it was found from)
-    for spec in paths:
-        if glob.has_magic(spec):
-            matches = [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
-            if not matches:
-                raise FileNotFoundError(f"no file matches {spec!r}")
-            root = _glob_root(spec)
-        else:
-            matches, root = [Path(spec)], None
-        for m in matches:
-            if m.is_dir():
-                entries.extend((f, m if root is None else root) for f in sorted(m.rglob("*"))
-                               if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
-            elif m.is_file():
-                entries.append((m, m.parent if root is None else root))
-            else:
-                raise FileNotFoundError(f"no such file or folder: {m}")
-    if not entries:
-        return []
-    try:
-        common = Path(os.path.commonpath([os.path.abspath(r) for _, r in entries]))
-    except ValueError as e:   # e.g. inputs on two Windows drives
-        raise ValueError(f"the inputs have no common folder to name their outputs from: {e}") from e
-    found, seen = [], set()
-    for f, _ in entries:
-        key = f.resolve()
-        if key in seen:
-            continue
-        seen.add(key)
-        found.append((f, Path(os.path.relpath(os.path.abspath(f), common))))
-    return found
+from typing import List, Optional, Tuple
 
 
 def model_table_markdown() -> str:
@@ -156,331 +102,51 @@ def _extra_files() -> dict:
     return companion_files()
 
 
-from ._io import RUN_RECORD  # noqa: E402  (what made an output folder, compared when a run resumes)
-_COMPARED = ("model", "weights", "layers", "normalisation", "format", "library")
-
-
-def _out_path(out_dir: Path, rel: Path) -> Path:
-    return out_dir / rel.with_suffix(rel.suffix + ".npz")
-
-
-def consolidate(out_dir: Path, files: List[Tuple[Path, Path]], dest: Path) -> Path:
-    """One ``.npz`` for a dataset: ``files [N]`` (output names, relative to the inputs' common root),
-    ``sources [N]`` (the paths as given), ``clip [N, D]``, all ``frames`` concatenated with
-    ``frame_offsets [N + 1]`` (file i's frames are ``frames[offsets[i]:offsets[i + 1]]``), ``timestamps_ms``.
-    Each source appears once, with its own rows; files without an output (failed) are left out."""
-    import numpy as np
-
-    names, sources, clips, frames, stamps, offsets = [], [], [], [], [], [0]
-    meta = None
-    for src, rel in files:
-        p = _out_path(out_dir, rel)
-        if not p.is_file():
-            continue
-        with np.load(p) as d:
-            names.append(rel.as_posix())
-            sources.append(str(src))
-            clips.append(d["clip"])
-            frames.append(d["frames"])
-            stamps.append(d["timestamps_ms"])
-            offsets.append(offsets[-1] + len(d["frames"]))
-            meta = (d["model"], d["layers"])
-    if not names:
-        raise ValueError("nothing to consolidate: no file was embedded")
-    if len(set(names)) != len(names):     # _collect guarantees this; a broken guarantee must not pass silently
-        raise RuntimeError("two inputs share an output name")
-    _atomic_savez(dest, files=np.array(names), sources=np.array(sources), clip=np.stack(clips),
-                  frames=np.concatenate(frames), timestamps_ms=np.concatenate(stamps),
-                  frame_offsets=np.array(offsets), model=meta[0], layers=meta[1])
-    return dest
-
-
-def _atomic_savez(dest: Path, **arrays) -> None:
-    import numpy as np
-
-    from ._io import atomic_write
-
-    with atomic_write(dest) as f:
-        np.savez(f, **arrays)
-
-
-def _prepare_out_dir(out_dir: Path) -> Tuple[List[Path], bool]:
-    """Create ``out_dir`` if needed and prove it writable, before any long work.
-    Returns the folders this call created (outermost first) and whether the folder's file system
-    ignores letter case (then two outputs differing only in case would collide)."""
-    from ._io import make_dirs, remove_empty
-
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {out_dir} is a file, not a folder")
-    created: List[Path] = []
-    try:
-        created = make_dirs(out_dir)
-        fd, probe = tempfile.mkstemp(prefix=".audio-repr-probe-", dir=out_dir)
-        os.close(fd)
-        try:
-            case_insensitive = os.path.exists(os.path.join(out_dir, os.path.basename(probe).upper()))
-        finally:
-            os.unlink(probe)
-    except OSError as e:
-        remove_empty(created)
-        raise OSError(f"cannot write to the output folder {out_dir}: {e.strerror or e}") from e
-    return created, case_insensitive
-
-
-def _state_digest(module) -> str:
-    """SHA-256 of a network's parameters and buffers (names, dtypes, shapes, values): the weights as
-    used, whatever file format they came from."""
-    import hashlib
-
-    import torch
-
-    h = hashlib.sha256()
-    for k, t in module.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _run_settings(enc, layers: List[str], args) -> dict:
-    import audio_repr
-
-    n = enc.normalisation
-    norm = ({"mode": "per_clip", "scale": n.scale} if n.per_clip
-            else {"mode": "fixed", "mean": n.mean, "std": n.std, "scale": n.scale})
-    return json.loads(json.dumps({
-        "model": enc.name,
-        "weights": _state_digest(enc.network),
-        "weights_source": "random-init (seed 0)" if args.random_init else str(args.weights or "default (cache/mirror/download)"),
-        "layers": layers,
-        "normalisation": norm,
-        "format": getattr(args, "format", "npz"),
-        "library": audio_repr.__version__,
-    }))
-
-
-def _check_resume(out_dir: Path, settings: dict, n_done: int, overwrite: bool, outputs: List[Path]) -> None:
-    """Refuse to mix outputs of different settings in one folder (``--overwrite`` re-embeds instead).
-    ``n_done``: how many of this run's inputs already have an output; ``outputs``: the .npz paths of all inputs."""
-    record = out_dir / RUN_RECORD
-    if record.is_file():
-        try:
-            old = json.loads(record.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{record} is unreadable ({e}); remove it, or use --overwrite") from e
-        old.setdefault("format", "npz")          # records of runs before --format existed
-        diff = [f"{k}: {_short(old.get(k))} -> {_short(settings[k])}" for k in _COMPARED if old.get(k) != settings[k]]
-        if diff and not overwrite:
-            raise ValueError(f"{out_dir} holds embeddings made with other settings ({'; '.join(diff)}). "
-                             "Use another --out, or --overwrite to embed every input again with these settings")
-        if diff and overwrite and settings["format"] == "npz":
-            ours = set(outputs)
-            stale = [p for p in out_dir.rglob("*.npz") if p not in ours]
-            if stale:
-                print(f"audio-repr: warning: {len(stale)} other .npz file(s) in {out_dir} were made with the earlier "
-                      "settings and are not inputs of this run; remove them", file=sys.stderr)
-    elif n_done and not overwrite:
-        raise ValueError(f"{out_dir} already holds {n_done} embedding(s) of these inputs but no record of the "
-                         f"settings that made them ({RUN_RECORD}); use --overwrite to embed them again, or another --out")
-
-
-def _short(v) -> str:
-    """A setting for a one-line message: digests cut to 12 hex digits, other values whole up to 80 characters."""
-    if isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v):
-        return v[:12] + "…"
-    s = json.dumps(v) if not isinstance(v, str) else v
-    return s if len(s) <= 80 else s[:77] + "…"
-
-
-def _parse_shard(text: Optional[str]) -> Optional[Tuple[int, int]]:
-    """``--shard i/N`` (0 <= i < N) or ``auto`` (torchrun's RANK/WORLD_SIZE, a SLURM array's task id and count,
-    or SLURM_PROCID/SLURM_NTASKS) -> ``(i, N)``; ``None`` without sharding."""
-    if text is None:
-        return None
-    env = os.environ
-    if text == "auto":
-        if "RANK" in env and "WORLD_SIZE" in env:
-            i, n, where = env["RANK"], env["WORLD_SIZE"], "RANK/WORLD_SIZE"
-        elif "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
-            i = str(int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", "0")))
-            n, where = env["SLURM_ARRAY_TASK_COUNT"], "SLURM_ARRAY_TASK_ID/COUNT"
-        elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
-            i, n, where = env["SLURM_PROCID"], env["SLURM_NTASKS"], "SLURM_PROCID/SLURM_NTASKS"
-        else:
-            raise ValueError("--shard auto: no RANK/WORLD_SIZE (torchrun) nor SLURM array or task variables are "
-                             "set; give the shard as --shard i/N")
-        text = f"{i}/{n}"
-    else:
-        where = "--shard"
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard {text!r}: expected i/N with whole numbers (0 <= i < N), e.g. 0/4, or auto") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"--shard {text!r} (from {where}): expected 0 <= i < N")
-    return i, n
-
-
-def shard_files(files: List[Tuple[Path, Path]], shard: Optional[Tuple[int, int]]) -> List[Tuple[Path, Path]]:
-    """Shard ``i`` of ``N``: every N-th input from the i-th, in the order of their output names (the same split
-    in every worker, whatever order the inputs were listed or found in)."""
-    if shard is None:
-        return files
-    i, n = shard
-    return sorted(files, key=lambda fr: fr[1].as_posix())[i::n]
-
-
 def _cmd_embed(args) -> int:
-    from ._io import atomic_write, remove_empty
-    from .corpus import open_store
+    from .corpus_run import embed_corpus
 
-    # everything a user can get wrong is checked before the model is loaded or any audio read
-    files = _collect(args.paths)
-    if not files:
-        raise FileNotFoundError(f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) found in "
-                                + ", ".join(args.paths))
-    shard = _parse_shard(args.shard)
-    if args.consolidate and args.format != "npz":
-        raise ValueError("--consolidate gathers .npz outputs into one file: Parquet shards already are one table "
-                         "(read them with audio_repr.read_embeddings or pandas)")
-    if args.consolidate and shard is not None:
-        raise ValueError("--consolidate with --shard: each worker sees only its share; consolidate once all "
-                         "shards are done (audio_repr.read_embeddings reads the whole folder)")
-    if args.format == "parquet":
-        _require("pyarrow.parquet", "parquet", "pyarrow")
-    if args.engine == "ray":
-        _require("ray.data", "ray", "ray[data]")
-        if args.format != "parquet":
-            raise ValueError("--engine ray writes Parquet: add --format parquet")
-        if shard is not None:
-            raise ValueError("--engine ray spreads the work over the cluster itself: drop --shard")
-    elif args.address:
-        raise ValueError("--address names a Ray cluster: use it with --engine ray")
-    if args.device == "cuda" and shard is not None and "LOCAL_RANK" in os.environ:
-        args.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"      # torchrun: one GPU per local worker
-    out_dir = Path(args.out)
-    layers = _check_model_args(args)
-    created, case_insensitive = _prepare_out_dir(out_dir)
-    outputs = [_out_path(out_dir, rel) for _, rel in files]
-    tag = f"{shard[0]}of{shard[1]}" if shard else "0of1"
-    log = out_dir / (f"_failures-{tag}.log" if shard else "_failures.log")
-    try:
-        keys = [str(o).casefold() if case_insensitive else str(o) for o in outputs]
-        reserved = {(out_dir / n) for n in (RUN_RECORD, log.name)}
-        if args.consolidate:
-            if Path(args.consolidate).name != args.consolidate or not args.consolidate.endswith(".npz"):
-                raise ValueError(f"--consolidate {args.consolidate!r}: give a file name ending in .npz "
-                                 "(it is written inside --out)")
-            reserved.add(out_dir / args.consolidate)
-        clash = _first_clash(keys, outputs, reserved, case_insensitive)   # over all inputs, not one shard's
-        if clash:
-            raise ValueError(clash)
-        files = shard_files(files, shard)
-        names = [rel.as_posix() for _, rel in files]
-        # Ray: the driver only records the weights' digest (the actors' machines have the GPUs)
-        enc = _load_for(args, device="cpu" if args.engine == "ray" else None)
-        settings = _run_settings(enc, layers, args)
-        store = open_store(args.format, out_dir, settings, shard=tag, rows_per_file=args.rows_per_file)
-        done_before = store.done(names)
-        _check_resume(out_dir, settings, len(done_before), args.overwrite, outputs)
-    except BaseException:
-        remove_empty(created)
-        raise
-    if shard is None:
-        for stale in out_dir.rglob(".*.part"):       # left by a run that was killed mid-write (with --shard other
-            stale.unlink()                           # workers may be writing theirs: left alone)
-    if log.exists():                                 # it describes one run: the last
-        log.unlink()
-    with atomic_write(out_dir / RUN_RECORD, "w", encoding="utf-8") as f:
-        json.dump(settings, f, indent=2)
-    if args.overwrite:
-        store.clear()
-        done_before = set()
-    if args.engine == "ray":
-        from .ray import embed_folder
-
-        gpus = 1 if (args.device or "cpu").startswith("cuda") else 0     # --device cuda: one GPU per model actor
-        n, failures = embed_folder([str(f) for f, _ in files], names, out_dir, model=args.model, layers=layers,
-                                   weights=args.weights, random_init=args.random_init, settings=settings,
-                                   address=args.address, batch_size=args.batch_size,
-                                   rows_per_file=args.rows_per_file, skip=done_before, num_gpus=gpus,
-                                   progress=not args.quiet)
-        print(f"embedded {n} file(s) with Ray, skipped {len(done_before)} already done, {len(failures)} failed "
-              f"-> {out_dir}", file=sys.stderr)
-        return _report_failures(failures, log)
-
-    todo = [(str(f), name) for (f, _), name in zip(files, names) if name not in done_before]
-    skipped = len(files) - len(todo)
-    from .inference.pipeline import durations, embed_files
-
-    seconds = durations([f for f, _ in todo])
-    name_of = {i: name for i, (_, name) in enumerate(todo)}
-    stats = {"files": 0}
-    t0 = time.perf_counter()
-    bar = None
-    if not args.quiet:
-        try:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=round(sum(seconds), 1), unit="s", unit_scale=False, desc=f"{enc.name} (audio s)",
-                       bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
-        except ImportError:  # pragma: no cover
-            bar = None
-
-    def advance(sec: float) -> None:   # called by embed after each batch of pieces: long files move the bar
-        if bar is not None:
-            bar.update(sec)
-            el = max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(files=f"{stats['files']}/{len(todo)}", x_realtime=f"{bar.n / el:.0f}", refresh=False)
-
-    def write(r) -> None:              # on the writer thread
-        store.write(name_of[r.index], r.source, r.embedding)
-        stats["files"] += 1
-
-    failures: List[Tuple[str, str]] = []
-    try:
-        done, failures = embed_files(enc, [f for f, _ in todo], write, layers=layers, batch_size=args.batch_size,
-                                     num_workers=args.workers, seconds=seconds, progress=advance)
-    finally:
-        store.close()                  # rows of whole files written so far are kept (Parquet: a last shard)
-        if bar is not None:
-            bar.close()
-    print(f"embedded {done} file(s), skipped {skipped} already done, {len(failures)} failed -> {out_dir}",
-          file=sys.stderr)
-    if args.consolidate:
-        path = consolidate(out_dir, files, out_dir / args.consolidate)
-        print(f"consolidated {len(files) - len(failures)} file(s) into {path}", file=sys.stderr)
-    return _report_failures(failures, log)
+    with _warnings_as_messages():
+        summary = embed_corpus(
+            args.paths, args.model, args.out, format=args.format, layers=args.layers, weights=args.weights,
+            random_init=args.random_init, shard=args.shard, overwrite=args.overwrite, batch_size=args.batch_size,
+            device=args.device, num_workers=args.workers, progress=not args.quiet, rows_per_file=args.rows_per_file,
+            consolidate_to=args.consolidate, engine=args.engine, address=args.address, verbose=args.verbose)
+    print(summary, file=sys.stderr)
+    if summary.consolidated is not None:
+        print(f"consolidated {summary.embedded + summary.skipped} file(s) into {summary.consolidated}",
+              file=sys.stderr)
+    return _report_failures(summary.failed, summary.failures_log)
 
 
-def _report_failures(failures: List[Tuple[str, str]], log: Path) -> int:
-    """Each failed input on stderr and in ``log`` (this run's only); the exit status (2 when some failed)."""
-    from ._io import atomic_write
-
+def _report_failures(failures: List[Tuple[str, str]], log: Optional[Path]) -> int:
+    """Each failed input on stderr (and where the run's log of them is); the exit status (2 when some failed)."""
     if not failures:
         return 0
-    with atomic_write(log, "w", encoding="utf-8") as fh:
-        fh.writelines(f"{f}\t{msg}\n" for f, msg in failures)
     for f, msg in failures:
         print(f"  failed: {f}: {msg}", file=sys.stderr)
-    print(f"  (also written to {log})", file=sys.stderr)
+    if log is not None:
+        print(f"  (also written to {log})", file=sys.stderr)
     return 2
 
 
-def _first_clash(keys: List[str], outputs: List[Path], reserved, case_insensitive: bool) -> Optional[str]:
-    """A message when two inputs would write one output, or an input would overwrite a file of the run."""
-    first = {}
-    for k, o in zip(keys, outputs):
-        if k in first:
-            return (f"two inputs would write the same output {o}"
-                    + (" (this file system ignores letter case)" if case_insensitive else "")
-                    + "; rename one of them or embed them into different --out folders")
-        first[k] = o
-    for r in reserved:
-        rk = str(r).casefold() if case_insensitive else str(r)
-        if rk in first:
-            return f"an input's output {first[rk]} would overwrite {r.name}, a file of the run itself"
-    return None
+@contextlib.contextmanager
+def _warnings_as_messages():
+    """The library's warnings as ``audio-repr: warning: ...`` lines (no file:line, each once)."""
+    shown = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if text not in shown:
+            shown.add(text)
+            print(f"audio-repr: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        old, warnings.showwarning = warnings.showwarning, show
+        try:
+            yield
+        finally:
+            warnings.showwarning = old
 
 
 def _check_model_args(args) -> List[str]:
@@ -503,38 +169,32 @@ def _check_model_args(args) -> List[str]:
 def _load_for(args, seed: int = 0, device: Optional[str] = None):
     """The encoder the arguments ask for (on ``device``, default ``--device``); with ``--random-init`` a network
     drawn from ``seed`` (reproducible, and the caller's random state is left as it was)."""
-    import torch
+    from .corpus import load_encoder
 
-    import audio_repr
-
-    device = device or args.device
-    if not args.random_init:
-        return audio_repr.load(args.model, weights=args.weights, device=device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return audio_repr.load(args.model, device=device, pretrained=False)
+    return load_encoder(args.model, weights=args.weights, device=device or args.device,
+                        random_init=args.random_init, seed=seed)
 
 
 def _cmd_tag(args) -> int:
-    from .inference.tagging import TaggingError, taggers
-    from .registry import get_card
+    from ._io import atomic_write
+    from .corpus_run import tag_corpus
 
-    if get_card(args.model).labels is None:
-        raise TaggingError(f"{get_card(args.model).name} has no classifier to tag with; models that tag: "
-                           + ", ".join(taggers()))
-    _check_model_args(args)
-    for p in args.files:
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"no such file: {p}")
-    enc = _load_for(args)
-    tags = enc.tag(list(args.files), top_k=args.top_k, batch_size=args.batch_size)
+    if args.layers is not None:
+        raise ValueError("tag scores the model's classifier ('logits' layer): --layers does not apply to it "
+                         "(audio-repr embed --layers gives other layers' embeddings)")
+    if args.json and Path(args.json).is_dir():
+        raise ValueError(f"--json {args.json} is a folder: give a file name")
+    with _warnings_as_messages():
+        rows, failures = tag_corpus(args.paths, args.model, top_k=args.top_k, batch_size=args.batch_size,
+                                    out=args.out, weights=args.weights, random_init=args.random_init,
+                                    device=args.device, progress=not args.quiet,
+                                    on_tags=None if args.out else print)
     if args.json:
-        rows = [{"file": str(f), "labels": t.labels, "scores": [float(x) for x in t.scores],
-                 "indices": [int(i) for i in t.indices], "windows": t.windows} for f, t in zip(args.files, tags)]
-        Path(args.json).write_text(json.dumps(rows, indent=2))
-    for t in tags:
-        print(t)
-    return 0
+        with atomic_write(args.json, "w", encoding="utf-8") as f:
+            f.write(json.dumps(rows, indent=2))
+    if args.out:
+        print(f"tagged {len(rows)} file(s), {len(failures)} failed -> {args.out}", file=sys.stderr)
+    return _report_failures(failures, None)
 
 
 def _cmd_evaluate(args) -> int:
@@ -586,13 +246,9 @@ def _cmd_plot(args) -> int:
 
 
 def _require(module: str, extra: str, package: Optional[str] = None) -> None:
-    import importlib
+    from ._io import require
 
-    try:
-        importlib.import_module(module)
-    except ImportError as e:
-        raise MissingExtraError(f"this command needs {package or module}, which is not installed or does not "
-                                f"load ({e}): pip install 'audio-repr[{extra}]'") from e
+    require(module, extra, package)
 
 
 def _int_at_least(low: int):
@@ -662,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "fit the card's frame budget (BYOL-A: 1024 frames) or its count, 16 on a GPU)")
     q.add_argument("--format", choices=["npz", "parquet"], default="npz",
                    help="npz: one file per input (default); parquet: shards of --rows-per-file rows (needs pyarrow)")
-    q.add_argument("--rows-per-file", type=_positive_int, default=1000, metavar="N",
+    q.add_argument("--rows-per-file", type=_positive_int, default=None, metavar="N",
                    help="--format parquet: rows (inputs) per shard file (default 1000)")
     q.add_argument("--workers", type=_non_negative_int, default=None, metavar="N",
                    help="processes that read and resample files while the model computes (default: on a GPU "
@@ -678,14 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--consolidate", metavar="NAME.npz",
                    help="also write one file for the whole dataset (clip matrix, frames with offsets) under --out")
     q.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    q.add_argument("--verbose", "-v", action="store_true", help="--engine ray: Ray's own INFO logs on the console")
     q.set_defaults(func=_cmd_embed)
-    q = sub.add_parser("tag", help="the top AudioSet labels of audio files (models with a classifier: "
+    q = sub.add_parser("tag", help="the top AudioSet labels of files, folders or globs (models with a classifier: "
                        "EfficientAT, PANNs)")
-    q.add_argument("files", nargs="+", help="audio files")
+    q.add_argument("paths", nargs="+", help="audio files, folders (recursive) or glob patterns")
     _model_args(q)
     q.add_argument("--top-k", type=_positive_int, default=5, help="labels per file (default 5)")
     q.add_argument("--batch-size", type=_positive_int, default=None)
-    q.add_argument("--json", help="also write the tags as JSON")
+    q.add_argument("--out", "-o", help="write the tags to FILE.jsonl (one JSON object a line), FILE.parquet "
+                   "(needs pyarrow) or FILE.json instead of printing them")
+    q.add_argument("--json", help="also write the tags as one JSON list (as --out FILE.json)")
+    q.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_tag)
     q = sub.add_parser("evaluate", help="linear-probe accuracy on a file,label[,fold|split] CSV")
     q.add_argument("csv")
@@ -747,8 +407,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
 
 
-class MissingExtraError(ImportError):
-    """An optional dependency a command needs is not installed."""
+from ._io import MissingExtraError  # noqa: E402  (an optional dependency a command needs is not installed)
 
 
 def _fail(e: BaseException) -> int:

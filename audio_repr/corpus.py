@@ -14,6 +14,10 @@
 
 Both keep the names already written (``done()``), so a resumed run embeds only the rest, and
 :func:`read_embeddings` reads either back as one :class:`CorpusEmbeddings`.
+
+Also here, shared by both engines (:mod:`audio_repr.corpus_run` and :mod:`audio_repr.ray`, which import this
+module and not each other): :func:`load_encoder` (a model as a run loads it: ``random_init`` draws from a seed)
+and :func:`weights_digest` (the weights as used, recorded in ``_audio-repr-run.json``).
 """
 
 from __future__ import annotations
@@ -27,11 +31,11 @@ from typing import Dict, List, Optional, Set, Union
 
 import numpy as np
 
-from ._io import RUN_RECORD, atomic_write
+from ._io import RUN_RECORD, atomic_write, require
 from .inference.embedding import Embedding
 
 __all__ = ["FORMATS", "NpzStore", "ParquetStore", "CorpusEmbeddings", "read_embeddings", "open_store",
-           "embedding_row", "rows_to_table", "PART_GLOB", "METADATA_KEY"]
+           "embedding_row", "rows_to_table", "PART_GLOB", "METADATA_KEY", "load_encoder", "weights_digest"]
 
 FORMATS = ("npz", "parquet")
 PART_GLOB = "part-*.parquet"
@@ -39,9 +43,36 @@ METADATA_KEY = b"audio_repr"
 
 
 def _require_pyarrow():
-    from .cli import _require
+    require("pyarrow.parquet", "parquet", "pyarrow")
 
-    _require("pyarrow.parquet", "parquet", "pyarrow")
+
+def weights_digest(module) -> str:
+    """SHA-256 of a network's parameters and buffers (names, dtypes, shapes, values): the weights as
+    used, whatever file format they came from."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for k, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_encoder(model: str, *, weights=None, device=None, random_init: bool = False, seed: int = 0):
+    """The encoder a run uses: ``audio_repr.load(model, weights=..., device=...)``, or with ``random_init`` a
+    network drawn from ``seed`` (reproducible, and the caller's random state is left as it was)."""
+    import torch
+
+    from .inference.loader import load
+
+    if not random_init:
+        return load(model, weights=weights, device=device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return load(model, device=device, pretrained=False)
 
 
 class NpzStore:

@@ -27,24 +27,88 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["embed", "embed_folder"]
+from ._io import require
+from .corpus import ParquetStore, embedding_row, load_encoder, rows_to_table, weights_digest
+
+__all__ = ["embed", "embed_folder", "Session"]
 
 log = logging.getLogger(__name__)
 
 
 
 def _require_ray():
-    from .cli import _require
-
-    _require("ray.data", "ray", "ray[data]")
+    require("ray.data", "ray", "ray[data]")
     import ray
 
     return ray
+
+
+#: loggers whose INFO lines (the instance's start, Ray Data's plans and resource warnings) stay off the console
+#: unless a run is verbose
+_LOGGERS = ("ray", "ray.data")
+
+
+class Session:
+    """Ray for one run: the instance already initialised in this process, else ``ray.init(address)`` (``None``:
+    ``RAY_ADDRESS`` or a new local instance), which :meth:`stop` shuts down again. Unless ``verbose``, Ray's
+    own INFO logs stay off the console while the session lasts (warnings and errors still show)."""
+
+    def __init__(self, address: Optional[str] = None, verbose: bool = False):
+        self.address, self.verbose = address, verbose
+        self.ray = None
+        self.started = False
+        self.num_gpus = 0
+        self._levels: Dict[str, int] = {}
+
+    def start(self) -> "Session":
+        ray = self.ray = _require_ray()
+        if not self.verbose:
+            for name in _LOGGERS:
+                lg = logging.getLogger(name)
+                self._levels[name] = lg.level
+                lg.setLevel(logging.WARNING)
+        if not ray.is_initialized():
+            kwargs = {} if self.verbose else {"logging_level": logging.WARNING, "log_to_driver": False}
+            ray.init(address=self.address, include_dashboard=False, **kwargs)
+            self.started = True
+        return self
+
+    def check_resources(self, num_gpus: float = 0, num_cpus: Optional[float] = None) -> None:
+        """A ``ValueError`` naming what is missing when the cluster cannot hold one model actor (``num_gpus``
+        GPUs, ``num_cpus`` CPUs, default 1), before any work."""
+        self.num_gpus = num_gpus
+        have = self.ray.cluster_resources()
+        missing = [f"{need:g} {what}" for what, need in (("GPU", num_gpus), ("CPU", num_cpus or 1))
+                   if need and have.get(what, 0) < need]
+        if missing:
+            shown = ", ".join(f"{k} {have.get(k, 0):g}" for k in ("CPU", "GPU"))
+            hint = " (--device cuda gives each model actor one GPU: drop it, or use a cluster with GPUs)" \
+                if num_gpus else ""
+            raise ValueError(f"the Ray cluster cannot run a model actor: it needs {' and '.join(missing)}, the "
+                             f"cluster has {shown}{hint}")
+
+    def stop(self) -> None:
+        if self.ray is not None and self.started:
+            self.ray.shutdown()
+            self.started = False
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
+        self._levels = {}
+
+
+def _timed_out(e: BaseException) -> bool:
+    """Whether ``e`` (or what it wraps) is Ray's timeout waiting for actors to start."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if type(e).__name__ == "GetTimeoutError":
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 # ---- stage 1: read (Ray tasks) ---------------------------------------------------------------------------
@@ -53,7 +117,7 @@ def _read_batch(batch, sample_rate: int, resampler: str):
     empty on failure), ``error`` (``None`` or why the file could not be read)."""
     import pyarrow as pa
 
-    from audio_repr.inference.pipeline import Reader
+    from .inference.pipeline import Reader
 
     cols = batch.column_names
     paths = [str(p) for p in batch.column("path").to_pylist()]
@@ -82,14 +146,11 @@ class _Embedder:
         import ray
         import torch
 
-        from audio_repr.cli import _load_for, _state_digest
-
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
         if cpus:                 # as many threads as CPUs reserved, whatever OMP_NUM_THREADS the node has
             torch.set_num_threads(max(1, int(cpus)))
-        self.encoder = _load_for(SimpleNamespace(model=model, weights=weights, device=device,
-                                                 random_init=random_init))
-        if expect_weights is not None and _state_digest(self.encoder.network) != expect_weights:
+        self.encoder = load_encoder(model, weights=weights, device=device, random_init=random_init)
+        if expect_weights is not None and weights_digest(self.encoder.network) != expect_weights:
             raise RuntimeError(f"{model}: this Ray worker loaded other weights than the run's settings record "
                                f"(weights {weights or 'default'}): give every node the same weights file")
         self.layers = list(layers)
@@ -99,8 +160,6 @@ class _Embedder:
     def __call__(self, batch):
         import pyarrow as pa
         import torch
-
-        from audio_repr.corpus import embedding_row, rows_to_table
 
         enc = self.encoder
         sources = batch.column("source").to_pylist()
@@ -215,32 +274,34 @@ def embed_folder(paths: Sequence[str], names: Sequence[str], out_dir, *, model: 
                  weights: Optional[str] = None, random_init: bool = False, settings: Dict,
                  address: Optional[str] = None, batch_size: Optional[int] = None, rows_per_file: int = 1000,
                  skip: Iterable[str] = (), num_gpus: float = 0, num_cpus: Optional[float] = None,
-                 concurrency=None, files_per_batch: int = 16, progress: bool = True
-                 ) -> Tuple[int, List[Tuple[str, str]]]:
-    """``audio-repr embed --engine ray``: embed ``paths`` (output names ``names``; those in ``skip`` are already
+                 concurrency=None, files_per_batch: int = 16, progress: bool = True,
+                 actor_timeout_s: float = 300.0, verbose: bool = False) -> Tuple[int, List[Tuple[str, str]]]:
+    """The compute of ``audio-repr embed --engine ray`` (:func:`audio_repr.corpus_run.embed_corpus` names the
+    inputs, checks and records the run): embed ``paths`` (output names ``names``; those in ``skip`` are already
     done) with :func:`embed` and write the rows from the driver into ``out_dir`` as atomic
     ``part-ray-<run>-<n>.parquet`` files with ``settings`` in their metadata.
 
-    Ray: the instance already initialised in this process, else ``ray.init(address)`` (``None``: ``RAY_ADDRESS``
-    or a new local instance; shut down again at the end). ``concurrency`` (``None``): one actor per GPU of the
-    cluster with ``num_gpus``, else one per two CPUs. Returns ``(files embedded, [(path, error)] of the files
-    that failed)``."""
-    from .corpus import ParquetStore
-
-    ray = _require_ray()
+    Ray: a :class:`Session` (the instance already initialised in this process, else ``ray.init(address)``, shut
+    down again at the end); the cluster must hold one actor's resources (else a ``ValueError`` naming what is
+    missing), and actors that cannot start within ``actor_timeout_s`` seconds end the run with a
+    ``TimeoutError``. ``concurrency`` (``None``): one actor per GPU of the cluster with ``num_gpus``, else one
+    per two CPUs. Returns ``(files embedded, [(path, error)] of the files that failed)``."""
     skip = set(skip)
     todo = [(str(p), str(n)) for p, n in zip(paths, names) if n not in skip]
     if not todo:
         return 0, []
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False)
+    if not actor_timeout_s > 0:
+        raise ValueError(f"actor_timeout_s must be positive, got {actor_timeout_s!r}")
+    session = Session(address, verbose=verbose).start()
+    ray = session.ray
     ctx = ray.data.DataContext.get_current()
-    bars = ctx.enable_progress_bars
+    saved = ctx.enable_progress_bars, ctx.wait_for_min_actors_s
     ctx.enable_progress_bars = bool(progress)
-    writer = ParquetStore(Path(out_dir), settings, shard="ray", rows_per_file=rows_per_file)
+    ctx.wait_for_min_actors_s = max(1, int(np.ceil(actor_timeout_s)))
     failures: List[Tuple[str, str]] = []
     try:
+        session.check_resources(num_gpus, num_cpus)
+        writer = ParquetStore(Path(out_dir), settings, shard="ray", rows_per_file=rows_per_file)
         if concurrency is None:
             res = ray.cluster_resources()
             concurrency = (max(1, int(res.get("GPU", 0) // num_gpus)) if num_gpus
@@ -260,10 +321,18 @@ def embed_folder(paths: Sequence[str], names: Sequence[str], out_dir, *, model: 
                 good = batch.filter(ok).drop_columns(["error"])
                 writer.write_table(good)
                 done += good.num_rows
+        except Exception as e:
+            if not _timed_out(e):
+                raise
+            per = {"CPU": num_cpus or 1, **({"GPU": num_gpus} if num_gpus else {})}
+            have = ray.cluster_resources()
+            raise TimeoutError(
+                f"Ray could not start the model actors ({concurrency} x {per}) within {actor_timeout_s:g} s; the "
+                f"cluster has CPU {have.get('CPU', 0):g}, GPU {have.get('GPU', 0):g} (another job may hold them)"
+            ) from None
         finally:
             writer.close()   # rows of whole files received so far are kept, even when the job stops (a last part)
         return done, failures
     finally:
-        ctx.enable_progress_bars = bars
-        if started:
-            ray.shutdown()
+        ctx.enable_progress_bars, ctx.wait_for_min_actors_s = saved
+        session.stop()

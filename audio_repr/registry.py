@@ -1,5 +1,6 @@
 """Model cards and the registry: name -> card. Each family file in ``audio_repr/models/`` declares its cards
-next to its network and registers them; importing ``audio_repr.models`` (done on first use) fills the registry."""
+next to its network and registers them; importing ``audio_repr`` imports ``audio_repr.models``, which fills the
+registry (this module imports nothing of the package: the registry is below the families)."""
 
 from __future__ import annotations
 
@@ -109,8 +110,6 @@ def register(card: ModelCard) -> ModelCard:
 
 
 def _filled() -> Dict[str, ModelCard]:
-    from . import models  # noqa: F401  (importing the package registers every family's cards)
-
     return _REGISTRY
 
 

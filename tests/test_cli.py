@@ -214,7 +214,7 @@ def test_inputs_that_share_a_file_name_keep_their_own_outputs(tmp_path):
 
 
 def test_an_output_collision_is_an_error_before_any_work(tmp_path):
-    from audio_repr.cli import _first_clash
+    from audio_repr.corpus_run import first_clash as _first_clash
 
     sf.write(tmp_path / "a.wav", chirp(1.0), 16000)
     out = tmp_path / "out"
@@ -404,3 +404,34 @@ def test_readme_first_command_embeds_the_shipped_example(tmp_path, monkeypatch):
     d = np.load(tmp_path / "out" / "example.wav.npz")
     assert d["frames"].shape == (50, 512) and d["timestamps_ms"][:3].tolist() == [35.0, 115.0, 195.0]
     assert (tmp_path / "out" / "_audio-repr-run.json").is_file()
+
+
+def test_tag_is_a_corpus_tool(tmp_path, capsys):
+    """tag takes folders and globs, reports a bad file and goes on, shows progress, writes JSON lines or
+    Parquet for a corpus, and refuses --layers instead of ignoring it."""
+    import pyarrow.parquet as pq
+
+    from audio_repr.cli import main
+
+    wav, sr = sf.read(ROOT / "examples" / "example.wav", dtype="float32")
+    for sub in ("a", "b"):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        sf.write(tmp_path / "in" / sub / "x.wav", wav[: sr * (2 if sub == "a" else 1)], sr)
+    (tmp_path / "in" / "b" / "bad.wav").write_bytes(b"not audio at all" * 8)
+    common = ["--model", "efficientat-mn04-as", "--random-init", "--top-k", "2"]
+    out = tmp_path / "tags.jsonl"
+    assert main(["tag", str(tmp_path / "in"), *common, "--out", str(out)]) == 2      # 2: one file failed
+    err = capsys.readouterr().err
+    assert "failed: " + str(tmp_path / "in" / "b" / "bad.wav") in err and "files=3/3" in err, err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["name"] for r in rows] == ["a/x.wav", "b/x.wav"] and all(len(r["labels"]) == 2 for r in rows)
+
+    assert main(["tag", str(tmp_path / "in" / "*" / "x.wav"), *common, "-q", "--out", str(tmp_path / "t.parquet")]) == 0
+    t = pq.read_table(tmp_path / "t.parquet")
+    assert t.column("name").to_pylist() == ["a/x.wav", "b/x.wav"]
+    assert t.column("labels").to_pylist() == [r["labels"] for r in rows]
+
+    capsys.readouterr()
+    assert main(["tag", str(tmp_path / "in" / "a"), *common, "--layers", "fusion"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("audio-repr: error:") and "--layers does not apply" in err

@@ -189,7 +189,7 @@ def test_shards_into_one_folder_equal_one_run(tmp_path, corpus, enc, capsys):
     for x, y in zip(a1.frames, b1.frames):
         np.testing.assert_array_equal(x, y)
     # the split is a partition of the inputs, whatever order they are given in
-    from audio_repr.cli import _collect, shard_files
+    from audio_repr.corpus_run import collect_inputs as _collect, shard_files
 
     files = _collect([str(corpus)])
     parts = [shard_files(list(reversed(files)), (i, 3)) for i in range(3)]
@@ -229,3 +229,122 @@ def test_workers_option_is_checked_by_the_parser(tmp_path, corpus, capsys):
     with pytest.raises(SystemExit) as e:
         embed_cli(corpus, "--out", tmp_path / "o", "--workers", "-1")
     assert e.value.code == 2 and "must be 0 or more" in capsys.readouterr().err
+
+
+# ---- audio_repr.embed_corpus: the CLI's run as one Python call --------------------------------------------
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, corpus):
+    """Six of the corpus's files: two pairs with the same name in two sub-folders, and a bad file."""
+    root = tmp_path_factory.mktemp("small")
+    srcs = sorted(Path(corpus).rglob("*.wav"))[:4]
+    for sub in ("a", "b"):
+        (root / sub).mkdir()
+        for j, f in enumerate(srcs[:2] if sub == "a" else srcs[2:4]):
+            shutil.copy(f, root / sub / f"clip{j}.wav")          # a/clip0.wav and b/clip0.wav: same name
+    (root / "b" / "broken.wav").write_bytes(b"RIFF not really a wav file" * 4)
+    return root
+
+
+def test_embed_corpus_names_below_the_common_folder_and_reports_a_bad_file(tmp_path, small, enc):
+    out = tmp_path / "out"
+    s = audio_repr.embed_corpus(small, MODEL, out, random_init=True, batch_size=1)
+    assert (s.embedded, s.skipped, s.out_dir) == (4, 0, out)
+    assert [f for f, _ in s.failed] == [str(small / "b" / "broken.wav")] and "Error" in s.failed[0][1]
+    assert s.failures_log == out / "_failures.log" and "broken.wav" in s.failures_log.read_text()
+    got = read_embeddings(out)
+    assert got.names == ["a/clip0.wav", "a/clip1.wav", "b/clip0.wav", "b/clip1.wav"]
+    ref = enc.embed(str(small / "b" / "clip0.wav"), batch_size=1)
+    assert torch.equal(torch.from_numpy(got.clip[2]), ref.clip)             # b/clip0, not a/clip0
+    assert not torch.equal(torch.from_numpy(got.clip[0]), ref.clip)
+
+    # the same call again: nothing is embedded again (only the bad file is tried again)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.npz")}
+    s2 = audio_repr.embed_corpus(small, MODEL, out, random_init=True, batch_size=1)
+    assert (s2.embedded, s2.skipped, len(s2.failed)) == (0, 4, 1)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npz")} == before
+
+    # other settings: refused, naming what differs; nothing touched
+    with pytest.raises(ValueError, match=r"other settings \(layers: .*"):
+        audio_repr.embed_corpus(small, MODEL, out, random_init=True, layers="fusion")
+    with pytest.raises(ValueError, match=r"other settings \(format: npz -> parquet"):
+        audio_repr.embed_corpus(small, MODEL, out, random_init=True, format="parquet")
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npz")} == before
+
+
+def test_embed_corpus_equals_the_cli_byte_for_byte(tmp_path, small, capsys):
+    """The CLI is a shell over embed_corpus: the same inputs and options give the same bytes."""
+    assert embed_cli(small, "--out", tmp_path / "cli", "--batch-size", "2") == 2     # 2: the bad file
+    s = audio_repr.embed_corpus([str(small)], MODEL, tmp_path / "py", random_init=True, batch_size=2)
+    assert s.embedded == 4
+    files = sorted(p.relative_to(tmp_path / "cli") for p in (tmp_path / "cli").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "py") for p in (tmp_path / "py").rglob("*") if p.is_file())
+    assert len(files) == 6                              # 4 outputs, the run record, the failures log
+    for f in files:
+        assert (tmp_path / "cli" / f).read_bytes() == (tmp_path / "py" / f).read_bytes(), f
+
+
+def test_embed_corpus_two_shards_into_one_folder_and_parquet(tmp_path, small, enc):
+    pytest.importorskip("pyarrow")
+    one = audio_repr.embed_corpus(small, enc, tmp_path / "one", batch_size=1)         # an Encoder, loaded
+    assert one.embedded == 4
+    for i in range(2):
+        s = audio_repr.embed_corpus(small, MODEL, tmp_path / "two", random_init=True, shard=(i, 2), batch_size=1)
+        assert s.embedded + len(s.failed) == 3 and s.failures_log in (None, tmp_path / "two" / f"_failures-{i}of2.log")
+    pq = audio_repr.embed_corpus(f"{small}/*/*.wav", MODEL, tmp_path / "pq", random_init=True, format="parquet",
+                                 rows_per_file=3, batch_size=1)
+    assert pq.embedded == 4 and len(list((tmp_path / "pq").glob("part-*.parquet"))) == 2
+    a, b, c = (read_embeddings(tmp_path / k) for k in ("one", "two", "pq"))
+    assert a.names == b.names == c.names
+    assert np.array_equal(a.clip, b.clip) and np.array_equal(a.clip, c.clip)
+    assert a.settings["weights"] == b.settings["weights"]       # the Encoder given: the same draw (seed 0)
+    with pytest.raises(ValueError, match="weights, random_init and device are its own"):
+        audio_repr.embed_corpus(small, enc, tmp_path / "x", random_init=True)
+    assert not (tmp_path / "x").exists()
+
+
+def test_rows_per_file_with_npz_is_refused(tmp_path, small, capsys):
+    assert embed_cli(small, "--out", tmp_path / "o", "--rows-per-file", "5") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("audio-repr: error: --rows-per-file") and "--format parquet" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_model_clash_with_the_output_folder_is_found_before_any_weights_are_fetched(tmp_path, small, monkeypatch,
+                                                                                       capsys):
+    """A folder made with another model is refused at once: no weights are looked for (none are cached here,
+    and the network is off), so the message is the clash, not a missing-weights error."""
+    out = tmp_path / "o"
+    (out / "a").mkdir(parents=True)
+    audio_repr.embed_corpus(small / "a", MODEL, out, random_init=True)
+    monkeypatch.setenv("AUDIO_REPR_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("AUDIO_REPR_OFFLINE", "1")
+    monkeypatch.delenv("AUDIO_REPR_MIRROR", raising=False)
+    assert main(["embed", str(small / "a"), "--model", "panns-cnn14", "--out", str(out), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "other settings (model: byola-v1-512 -> panns-cnn14" in err, err
+    assert not (tmp_path / "empty-cache").exists()
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, small):
+    """Writes beyond the file-size limit fail as a full disk does (an OSError without a file name): the error
+    names the output."""
+    import subprocess
+    import sys
+
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000)); "
+            "from audio_repr.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "embed", str(small / "a"), "--model", MODEL, "--random-init",
+                        "-q", "--layers", "all", "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("audio-repr: error: File too large") and ".wav.npz" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not list((tmp_path / "o").rglob(".*.part"))
+
+
+def test_progress_bar_ends_at_every_file(tmp_path, small, capsys):
+    """The bar's last line says files=N/N (failed ones counted, and said) and the full audio seconds."""
+    assert main(["embed", str(small), "--model", MODEL, "--random-init", "--out", str(tmp_path / "o")]) == 2
+    last = capsys.readouterr().err.replace("\r", "\n").split("\n")
+    bar = [ln for ln in last if "files=" in ln][-1]
+    assert "100%" in bar and "files=5/5" in bar and "failed=1" in bar, bar

@@ -54,7 +54,7 @@ def small_load(monkeypatch, model, weights, **arch):
     """``audio_repr.load`` of a card whose network is ``arch`` (a smaller ViT than the card's)."""
     card = audio_repr.get_card(model)
     small = replace(card, arch={**card.arch, **arch})
-    monkeypatch.setattr(audio_repr, "get_card", lambda name: small if name == model else card)
+    monkeypatch.setattr("audio_repr.inference.loader.get_card", lambda name: small if name == model else card)
     return audio_repr.load(model, weights=weights)
 
 

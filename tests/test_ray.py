@@ -3,6 +3,7 @@ real audio: FSDD's spoken digits when ../shared is present, else clips cut from 
 instance serves the whole module (starting one is the slow part)."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -31,7 +32,7 @@ MODEL = "byola-v1-512"
 def ray_local():
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 << 20,
+        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False, object_store_memory=256 << 20,
                  runtime_env={"env_vars": {"AUDIO_REPR_OFFLINE": "1"}})
     ctx = ray.data.DataContext.get_current()
     bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False
@@ -73,7 +74,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def enc():
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)                      # the CLI's --random-init draw (cli._load_for)
+        torch.manual_seed(0)                      # the CLI's --random-init draw (corpus.load_encoder)
         return audio_repr.load(MODEL, pretrained=False)
 
 
@@ -177,3 +178,36 @@ def test_cli_ray_checks(ray_local, corpus, tmp_path, capsys):
     assert main(["embed", str(root), "--model", MODEL, "--random-init", "--engine", "ray",
                  "--out", str(tmp_path / "o")]) == 1
     assert "--format parquet" in capsys.readouterr().err
+
+
+def test_cuda_on_a_cluster_without_gpus_is_one_line_at_once(corpus, tmp_path):
+    """--device cuda on a (real, local) Ray instance without GPUs: refused before any work with one line naming
+    what is missing, Ray's INFO logs kept off the console, no run record or folder left behind."""
+    root, _, _ = corpus
+    out = tmp_path / "o"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": "", "RAY_ADDRESS": "",
+           "AUDIO_REPR_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "audio_repr.cli", "embed", str(root), "--model", MODEL, "--random-init",
+                        "--format", "parquet", "--engine", "ray", "--device", "cuda", "--out", str(out)],
+                       capture_output=True, text=True, env=env, timeout=240)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("audio-repr: error: the Ray cluster cannot run a model actor: it needs 1 GPU"), lines
+    assert "GPU 0" in lines[0] and "--device cuda" in lines[0]
+    assert not out.exists()
+
+
+def test_actors_that_cannot_be_placed_time_out(ray_local, corpus, tmp_path):
+    """Two actors of 2 CPUs each on a 2-CPU instance: one can never start; the run ends with a clear error in
+    about actor_timeout_s instead of waiting forever, and leaves no part file."""
+    import time
+
+    from audio_repr.ray import embed_folder
+
+    root, good, _ = corpus
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"Ray could not start the model actors \(2 x \{'CPU': 2\}\) within 3 s"):
+        embed_folder(good[:4], [Path(g).name for g in good[:4]], tmp_path, model=MODEL, random_init=True,
+                     settings={}, num_cpus=2, concurrency=2, actor_timeout_s=3, progress=False)
+    assert time.monotonic() - t0 < 60
+    assert not list(tmp_path.iterdir())

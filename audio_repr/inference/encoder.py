@@ -32,6 +32,7 @@ from ..fusion import LayerSpec, fuse, mean_max_pool, resolve_layers
 from ..models.base import Backbone, Tiling
 from ..registry import ModelCard, Normalisation
 from .embedding import Embedding
+from .pipeline import check_batch_size, durations, stream
 from .stats import RunningMoments
 
 __all__ = ["Encoder", "Embedding"]
@@ -360,8 +361,6 @@ class Encoder(nn.Module):
         return embs[0] if single else embs
 
     def _embed_paths(self, paths: List[str], names: List[str], batch_size, progress, num_workers) -> List[Embedding]:
-        from .pipeline import durations, stream
-
         for p in paths:                              # before any work, as for a single file
             if not os.path.exists(p):
                 raise FileNotFoundError(f"audio file not found: {p}")
@@ -569,13 +568,6 @@ class Encoder(nn.Module):
             stack[j, : s.shape[-1]] = s
         frames = max(max(f1 - f0 for f0, f1 in span), self.tiling.min_piece_frames)
         return fe.window_frames(stack, 0, frames)
-
-
-def check_batch_size(batch_size) -> None:
-    """``None`` (the model's choice) or a whole number >= 1."""
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                   or batch_size < 1):
-        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
 
 
 _LIBC_TRIM = None

@@ -24,13 +24,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from ..audio import get_resampler, load_audio, to_mono_tensor
 from ..fusion import LayerSpec
 from .embedding import Embedding
 
-__all__ = ["Result", "Reader", "stream", "embed_files", "default_workers", "durations", "length_groups"]
+__all__ = ["Result", "Reader", "stream", "embed_files", "default_workers", "durations", "length_groups",
+           "check_batch_size"]
 
 
 @dataclass
@@ -65,6 +67,13 @@ class Reader(torch.utils.data.Dataset):
             return i, wav.contiguous(), None
         except Exception as e:  # noqa: BLE001 - reported per file, never fatal
             return i, None, f"{type(e).__name__}: {e}"
+
+
+def check_batch_size(batch_size) -> None:
+    """``None`` (the model's choice) or a whole number >= 1."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
 
 
 def _keep(group):
@@ -120,12 +129,14 @@ def stream(encoder, paths: Sequence[str], *, layers: LayerSpec = None, batch_siz
            progress: Optional[Callable[[float], None]] = None) -> Iterator[Result]:
     """Embed ``paths`` with ``encoder``, one :class:`Result` per file, longest files first.
 
+    ``encoder``: the object that computes (an :class:`~audio_repr.inference.encoder.Encoder`, handed in: this
+    module does not import it); used are its ``embed_waveforms``, ``_layers``, ``device``, ``sample_rate`` and
+    ``card.resampler``.
+
     ``num_workers``: reader processes (``None``: :func:`default_workers` for the model's device; 0: read in this
     process).
     ``seconds``: each file's duration if known (else read from the headers). ``progress(seconds)`` is called
     after every batch (see ``Encoder.embed``)."""
-    from .encoder import check_batch_size
-
     check_batch_size(batch_size)
     names = encoder._layers(layers)
     paths = [str(p) for p in paths]
