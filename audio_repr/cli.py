@@ -131,17 +131,22 @@ def _report_failures(failures: List[Tuple[str, str]], log: Optional[Path]) -> in
 
 @contextlib.contextmanager
 def _warnings_as_messages():
-    """The library's warnings as ``audio-repr: warning: ...`` lines (no file:line, each once)."""
+    """The library's own warnings as ``audio-repr: warning: ...`` lines (no file:line, each once); others as
+    Python shows them."""
+    from .corpus_run import CorpusWarning
+
     shown = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
+        if not category.__module__.startswith("audio_repr"):
+            return old(message, category, filename, lineno, file, line)
         text = str(message)
         if text not in shown:
             shown.add(text)
             print(f"audio-repr: warning: {text}", file=sys.stderr)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", CorpusWarning)
         old, warnings.showwarning = warnings.showwarning, show
         try:
             yield

@@ -373,12 +373,13 @@ class _Progress:
         self.files += 1
         self.failed += int(failed)
 
-    def close(self, finished: bool) -> None:
+    def close(self, finished: bool, failed: Optional[int] = None) -> None:
         if self.bar is None:
             return
         if finished:          # every file handled: the bar ends at its total and N/N
             self.bar.n = self.bar.total
             self.files = self.n_files
+            self.failed = self.failed if failed is None else failed
             self._postfix(True)
         self.bar.close()
 
@@ -522,17 +523,22 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
             ray_session.stop()
         remove_empty(created)
         raise
-    if shard_ is None:
-        for stale in out_dir.rglob(".*.part"):       # left by a run that was killed mid-write (with a shard other
-            stale.unlink()                           # workers may be writing theirs: left alone)
-    if log.exists():                                 # it describes one run: the last
-        log.unlink()
-    had_record = record.is_file()
-    with atomic_write(record, "w", encoding="utf-8") as f:
-        json.dump(settings, f, indent=2)
-    if overwrite:
-        store.clear()
-        done_before = set()
+    try:
+        if shard_ is None:
+            for stale in out_dir.rglob(".*.part"):       # left by a run that was killed mid-write (with a shard other
+                stale.unlink()                           # workers may be writing theirs: left alone)
+        if log.exists():                                 # it describes one run: the last
+            log.unlink()
+        had_record = record.is_file()
+        with atomic_write(record, "w", encoding="utf-8") as f:
+            json.dump(settings, f, indent=2)
+        if overwrite:
+            store.clear()
+            done_before = set()
+    except BaseException:
+        if ray_session is not None:
+            ray_session.stop()
+        raise
     todo = [(str(f), n) for (f, _), n in zip(files, names) if n not in done_before]
     skipped = len(files) - len(todo)
 
@@ -564,7 +570,7 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
         store.write(name_of[r.index], r.source, r.embedding)
         bar.file_done()
 
-    finished = False
+    finished, failures = False, []
     try:
         done, failures = embed_files(enc, [f for f, _ in todo], write, layers=layer_names, batch_size=batch_size,
                                      num_workers=num_workers, seconds=seconds, progress=bar.advance)
@@ -576,7 +582,7 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
                 store.close()
             except Exception:  # noqa: BLE001 - the first error is the one to report
                 pass
-        bar.close(finished)
+        bar.close(finished, len(failures))
     summary = CorpusSummary(out_dir, done, skipped, failures, _write_failures(failures, log))
     if consolidate_to:
         summary.consolidated = consolidate(out_dir, files, out_dir / consolidate_to)

@@ -47,15 +47,16 @@ def _require_ray():
     return ray
 
 
-#: loggers whose INFO lines (the instance's start, Ray Data's plans and resource warnings) stay off the console
-#: unless a run is verbose
+#: loggers whose INFO and WARNING lines (the instance's start, Ray Data's plans, resource and progress notes) stay
+#: off the console unless a run is verbose
 _LOGGERS = ("ray", "ray.data")
 
 
 class Session:
     """Ray for one run: the instance already initialised in this process, else ``ray.init(address)`` (``None``:
     ``RAY_ADDRESS`` or a new local instance), which :meth:`stop` shuts down again. Unless ``verbose``, Ray's
-    own INFO logs stay off the console while the session lasts (warnings and errors still show)."""
+    own logs stay off the console while the session lasts (its errors reach the caller as exceptions; Ray's log
+    files keep everything)."""
 
     def __init__(self, address: Optional[str] = None, verbose: bool = False):
         self.address, self.verbose = address, verbose
@@ -70,9 +71,9 @@ class Session:
             for name in _LOGGERS:
                 lg = logging.getLogger(name)
                 self._levels[name] = lg.level
-                lg.setLevel(logging.WARNING)
+                lg.setLevel(logging.ERROR)
         if not ray.is_initialized():
-            kwargs = {} if self.verbose else {"logging_level": logging.WARNING, "log_to_driver": False}
+            kwargs = {} if self.verbose else {"logging_level": logging.ERROR, "log_to_driver": False}
             ray.init(address=self.address, include_dashboard=False, **kwargs)
             self.started = True
         return self
