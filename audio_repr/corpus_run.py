@@ -611,6 +611,7 @@ def tag_corpus(inputs, model, *, top_k: int = 5, batch_size: Optional[int] = Non
     from .inference.encoder import Encoder, check_batch_size
     from .inference.pipeline import durations
     from .inference.tagging import TaggingError, taggers
+    from .inference.tagging import tag as tag_clips
     from .registry import get_card
 
     given = isinstance(model, Encoder)
@@ -641,6 +642,9 @@ def tag_corpus(inputs, model, *, top_k: int = 5, batch_size: Optional[int] = Non
         check_device(device)
     files = _collect_or_fail(inputs)
     enc = model if given else load_encoder(card.name, weights=weights, device=device, random_init=random_init)
+
+    def tag(audio, **kwargs):
+        return tag_clips(enc, audio, **kwargs)
     sources = [str(f) for f, _ in files]
     seconds = durations(sources)
     bar = _Progress(progress, sum(seconds), len(files), f"{enc.name} (tagging, audio s)")
@@ -656,19 +660,27 @@ def tag_corpus(inputs, model, *, top_k: int = 5, batch_size: Optional[int] = Non
     try:
         for at in range(0, len(files), files_per_call):
             idx = list(range(at, min(at + files_per_call, len(files))))
+            share, moved = sum(seconds[i] for i in idx), [0.0]
+
+            def report(sec: float) -> None:      # after each batch: a long file moves the bar as it goes
+                step = min(sec, share - moved[0])
+                if step > 0:
+                    moved[0] += step
+                    bar.advance(step)
+
             try:
-                tags = enc.tag([sources[i] for i in idx] if len(idx) > 1 else sources[idx[0]],
-                               top_k=top_k, batch_size=batch_size)
+                tags = tag([sources[i] for i in idx] if len(idx) > 1 else sources[idx[0]], top_k=top_k,
+                           batch_size=batch_size, progress=report)
                 for i, t in zip(idx, tags if len(idx) > 1 else [tags]):
                     one(i, t)
             except Exception:  # noqa: BLE001 - one bad file must not stop the others: again one by one
                 for i in idx:
                     try:
-                        one(i, enc.tag(sources[i], top_k=top_k, batch_size=batch_size))
+                        one(i, tag(sources[i], top_k=top_k, batch_size=batch_size, progress=report))
                     except Exception as e:  # noqa: BLE001
                         failures.append((sources[i], f"{type(e).__name__}: {e}"))
                         bar.file_done(failed=True)
-            bar.advance(sum(seconds[i] for i in idx))
+            report(share)                        # the group's whole share, however its windows added up
         finished = True
     finally:
         bar.close(finished)

@@ -435,3 +435,17 @@ def test_tag_is_a_corpus_tool(tmp_path, capsys):
     assert main(["tag", str(tmp_path / "in" / "a"), *common, "--layers", "fusion"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("audio-repr: error:") and "--layers does not apply" in err
+
+
+def test_tagging_reports_progress_batch_by_batch():
+    """tag's progress callback (what the tag command's bar follows) is called after every batch, with the
+    seconds of audio it finished."""
+    import audio_repr
+    from audio_repr.inference.tagging import tag
+
+    torch.manual_seed(0)
+    enc = audio_repr.load("efficientat-mn04-as", pretrained=False)
+    got = []
+    x = 0.1 * torch.randn(32000 * 3, generator=torch.Generator().manual_seed(0))
+    tags = tag(enc, [x, x[:32000]], sr=32000, batch_size=1, progress=got.append)
+    assert len(tags) == 2 and len(got) == 2 and abs(sum(got) - 4.0) < 1e-6, got

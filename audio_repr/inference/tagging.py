@@ -31,7 +31,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 
@@ -126,12 +126,14 @@ def _whole_windows(encoder, n_samples: int) -> List[Tuple[int, int]]:
     return out + [(n_samples - width, n_samples)]
 
 
-def tag(encoder, audio, sr=None, top_k: int = 5, batch_size: Optional[int] = None) -> Union[Tags, List[Tags]]:
+def tag(encoder, audio, sr=None, top_k: int = 5, batch_size: Optional[int] = None,
+        progress: Optional[Callable[[float], None]] = None) -> Union[Tags, List[Tags]]:
     """The ``top_k`` classes of each input (a path, array or tensor, or a list of them; ``sr`` as for
     :meth:`~audio_repr.Encoder.embed`) by the encoder's clip-level ``logits``, scored as the original: sigmoid of
     the whole clip's logits (long clips: the maximum over windows, see the module doc). ``top_k`` larger than
-    the number of classes gives every class. Returns :class:`Tags` (a list of them for a list input).
-    Raises :class:`TaggingError` for a model whose card names no label set."""
+    the number of classes gives every class. ``progress(seconds)``: called after each batch with the seconds of
+    audio (of windows) it finished, so a long file reports as it goes. Returns :class:`Tags` (a list of them for
+    a list input). Raises :class:`TaggingError` for a model whose card names no label set."""
     card = encoder.card
     if not card.labels or "logits" not in encoder.layer_dims:
         can = taggers()
@@ -163,7 +165,8 @@ def tag(encoder, audio, sr=None, top_k: int = 5, batch_size: Optional[int] = Non
         for a, b in _whole_windows(encoder, w.shape[-1]):
             segments.append(w[a:b])
             owner.append(i)
-    embs = encoder.embed(segments, sr=encoder.sample_rate, layers=["logits"], batch_size=batch_size)
+    embs = encoder.embed(segments, sr=encoder.sample_rate, layers=["logits"], batch_size=batch_size,
+                         progress=progress or False)
     probs = torch.sigmoid(torch.stack([e.clip for e in embs]).float())            # [segments, n_classes]
     owner_t = torch.tensor(owner)
     out = []
