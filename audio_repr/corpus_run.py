@@ -198,12 +198,12 @@ def parse_shard(shard) -> Optional[Tuple[int, int]]:
     if shard is None:
         return None
     if isinstance(shard, (tuple, list)):
-        if len(shard) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard):
-            raise ValueError(f"shard {shard!r}: expected (i, N) with whole numbers (0 <= i < N), 'i/N' or 'auto'")
-        text, where = f"{shard[0]}/{shard[1]}", "shard"
-    else:
-        text = str(shard)
-        where = "--shard"
+        if (len(shard) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
+                or not (shard[1] >= 1 and 0 <= shard[0] < shard[1])):
+            raise ValueError(f"shard {tuple(shard)!r}: expected (i, N) with whole numbers, 0 <= i < N")
+        return int(shard[0]), int(shard[1])
+    text = str(shard)
+    where = "--shard"
     env = os.environ
     if text == "auto":
         if "RANK" in env and "WORLD_SIZE" in env:

@@ -298,6 +298,8 @@ def test_embed_corpus_two_shards_into_one_folder_and_parquet(tmp_path, small, en
     assert a.names == b.names == c.names
     assert np.array_equal(a.clip, b.clip) and np.array_equal(a.clip, c.clip)
     assert a.settings["weights"] == b.settings["weights"]       # the Encoder given: the same draw (seed 0)
+    with pytest.raises(ValueError, match=r"shard \(2, 2\): expected \(i, N\) with whole numbers, 0 <= i < N"):
+        audio_repr.embed_corpus(small, enc, tmp_path / "x", shard=(2, 2))
     with pytest.raises(ValueError, match="weights, random_init and device are its own"):
         audio_repr.embed_corpus(small, enc, tmp_path / "x", random_init=True)
     assert not (tmp_path / "x").exists()
