@@ -369,8 +369,10 @@ def kaldi_fbank(waveform: torch.Tensor) -> torch.Tensor:
     removed, snip edges, 512-point FFT, power, low 20 Hz, high Nyquist) -> ``[frames, 128]``, via transformers."""
     from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
-    mel = mel_filter_bank(num_frequency_bins=257, num_mel_filters=128, min_frequency=20, max_frequency=8000,
-                          sampling_rate=16000, norm=None, mel_scale="kaldi", triangularize_in_mel_space=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # its notice that a mel filter is all zero (Kaldi's have a zero one too)
+        mel = mel_filter_bank(num_frequency_bins=257, num_mel_filters=128, min_frequency=20, max_frequency=8000,
+                              sampling_rate=16000, norm=None, mel_scale="kaldi", triangularize_in_mel_space=True)
     wav = waveform.reshape(-1).detach().double().numpy()
     fb = spectrogram(wav, window_function(400, "povey", periodic=False), frame_length=400, hop_length=160,
                      fft_length=512, power=2.0, center=False, preemphasis=0.97, mel_filters=mel, log_mel="log",

@@ -101,3 +101,285 @@ def test_wavlm_layers_equal_transformers(stable):
             y, pb = layer(y, mask == 0, pb)
     keep = mask.bool()
     assert rel_err(y[keep], h[keep]) < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the family against the original
+# ---------------------------------------------------------------------------------------------------------------
+import dataclasses  # noqa: E402
+import random  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import audio_repr  # noqa: E402
+from audio_repr import Encoder  # noqa: E402
+from audio_repr.inference.tagging import label_ids, label_names  # noqa: E402
+from audio_repr.models import beats as B  # noqa: E402
+from audio_repr.models import layer_table  # noqa: E402
+from audio_repr.registry import get_card  # noqa: E402
+from audio_repr.weights import WeightsError, manifest_entry  # noqa: E402
+from conftest import accumulations, assert_same_arithmetic, chirp, noise  # noqa: E402
+from reference_beats import checkpoint, kaldi_fbank  # noqa: E402
+
+TOL = 1e-4            # the issue's fidelity bound (relative to the largest magnitude)
+
+
+def small_encoder(path, name="beats-iter3"):
+    """An Encoder with ``name``'s card at the architecture of the checkpoint ``path`` (read from its cfg)."""
+    ck = torch.load(path, weights_only=True)
+    card = get_card(name)
+    card = dataclasses.replace(card, arch=dict(card.arch, **B.arch_from_cfg(ck["cfg"])))
+    net = B.BEATsNet(**card.arch)
+    net.load_state_dict(B.load_state(path), strict=True)
+    return Encoder(card, B.BEATsFbank(**card.frontend), net).eval()
+
+
+@pytest.fixture(scope="module")
+def ssl(tmp_path_factory):
+    path = tmp_path_factory.mktemp("beats") / "BEATs_small.pt"
+    ref = random_model(SMALL, seed=5)
+    checkpoint(ref, path)
+    return ref, small_encoder(path), path
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """A fine-tuned checkpoint whose label_dict maps the predictor's outputs to AudioSet ids in a shuffled order."""
+    path = tmp_path_factory.mktemp("beats_ft") / "BEATs_small_ft.pt"
+    ref = random_model(dict(SMALL, finetuned_model=True, predictor_class=527), seed=6)
+    perm = list(range(527))
+    random.Random(0).shuffle(perm)
+    mids = label_ids("audioset")
+    labels = {i: mids[perm[i]] for i in range(527)}
+    checkpoint(ref, path, label_dict=labels)
+    return ref, small_encoder(path, "beats-iter3-plus-as2m-ft"), labels
+
+
+def _clips():
+    g = torch.Generator().manual_seed(11)
+    c = [0.1 * torch.randn(int(1.37 * 16000), generator=g), torch.from_numpy(chirp(4.02)),
+         0.05 * torch.randn(int(9.9 * 16000), generator=g)]
+    c[1][20000:30000] = 0.0                    # digital silence inside a clip: the fbank's eps floor
+    return c
+
+
+def _ref_layers(ref, wav):
+    """The original on one clip alone (no padding): every hidden state as frames [T', D] and clip vectors."""
+    with torch.no_grad():
+        out, _, hidden = ref.extract_features(wav[None], padding_mask=None, layers=True)
+    frames, clips = [], []
+    for h in hidden:
+        t = h[0]
+        frames.append(t.reshape(-1, 8, t.shape[-1]).mean(1))
+        clips.append(t.mean(0))
+    assert torch.equal(hidden[-1], out)
+    return frames, clips
+
+
+def test_fbank_is_the_originals_batched():
+    fe = B.BEATsFbank(**B.FRONTEND)
+    clips = _clips()
+    lens = [len(c) for c in clips]
+    wavs = torch.zeros(len(clips), max(lens))
+    for i, c in enumerate(clips):
+        wavs[i, : len(c)] = c
+    ours = fe(wavs, lens)                                          # one batched call, no per-clip loop
+    for i, c in enumerate(clips):
+        ref = kaldi_fbank(c[None] * 2 ** 15)
+        T = fe.frames_for(len(c))
+        assert ref.shape == (T, 128)
+        got = ours[i, :, :T].T
+        assert rel_err((got - B.FBANK_MEAN) / (2 * B.FBANK_STD), (ref - B.FBANK_MEAN) / (2 * B.FBANK_STD)) < 1e-5
+    # silence is floored at log(float32 eps) of the 16-bit-scaled waveform, as the original (not eps of [-1, 1])
+    assert float(ours[1, :, 130:180].min()) == pytest.approx(float(np.log(np.finfo(np.float32).eps)), abs=1e-6)
+
+
+def test_every_layer_equals_the_original_in_a_batch(ssl):
+    ref, enc, _ = ssl
+    clips = _clips()
+    embs = enc.embed(clips, sr=16000, layers="all", batch_size=3)
+    for wav, e in zip(clips, embs):
+        frames, clip_vecs = _ref_layers(ref, wav)
+        assert e.layers == ["patch_embed", "block1", "block2"]
+        for name, f, c in zip(e.layers, frames, clip_vecs):
+            assert e.layer(name).shape == f.shape
+            assert rel_err(e.layer(name), f) < TOL, name
+            d0, d1 = e.layer_slices[name]
+            assert rel_err(e.clip[d0:d1], c) < TOL, name
+        n = frames[0].shape[0]                     # one frame per whole 16-frame patch, at the patch centre
+        assert np.allclose(e.timestamps_ms.numpy(), 12.5 + 10 * (16 * np.arange(n) + 7.5))
+
+
+def test_fine_tuned_logits_and_tags_are_the_originals(finetuned):
+    ref, enc, labels = finetuned
+    clips = _clips()
+    embs = enc.embed(clips, sr=16000, layers=["logits"], batch_size=3)
+    tags = enc.tag(clips, sr=16000, top_k=5)
+    mids, names = label_ids("audioset"), label_names("audioset")
+    order = torch.tensor([{m: i for i, m in labels.items()}[mid] for mid in mids])   # csv class -> predictor row
+    for wav, e, t in zip(clips, embs, tags):
+        with torch.no_grad():
+            lprobs, _ = ref.extract_features(wav[None])
+        lprobs = lprobs[0][order]                   # the original's probabilities in the csv's class order
+        assert rel_err(torch.sigmoid(e.clip), lprobs) < TOL
+        assert rel_err(t.probabilities, lprobs) < TOL and t.windows == 1
+        top = torch.topk(lprobs, 5).indices.tolist()
+        assert t.labels == [names[j] for j in top]
+        assert [labels[int(order[j])] for j in top] == [mids[j] for j in top]
+
+
+def test_a_clip_alone_equals_it_in_a_batch_with_a_ten_times_longer_clip(ssl, finetuned):
+    """unilm #1427: ours is batch-invariant; the original's padded batch (its padding mask) is not."""
+    ref, enc, _ = ssl
+    short, long_ = noise(0.95, seed=1), noise(9.5, seed=2)
+    alone = enc.embed(short, sr=16000, layers="all")
+    both = enc.embed([short, long_], sr=16000, layers="all", batch_size=2)
+    fan_in, depth = accumulations(enc)
+    assert both[0].frames.shape == alone.frames.shape
+    assert_same_arithmetic(both[0].frames, alone.frames, fan_in, depth, what="frames")
+    assert_same_arithmetic(both[0].clip, alone.clip, fan_in, depth, what="clip")
+    fref, fenc, _ = finetuned
+    a = fenc.tag(short, sr=16000).probabilities
+    b = fenc.tag([short, long_], sr=16000)[0].probabilities
+    assert_same_arithmetic(b, a, *accumulations(fenc), what="tag probabilities")
+    # the original, as its README batches: zero-padded waveforms and a sample padding mask
+    wavs = torch.zeros(2, len(long_))
+    wavs[0, : len(short)], wavs[1] = short, long_
+    mask = torch.zeros(2, len(long_), dtype=torch.bool)
+    mask[0, len(short):] = True
+    with torch.no_grad():
+        solo, _ = ref.extract_features(short[None])
+        batched, _ = ref.extract_features(wavs, padding_mask=mask)
+        p_solo, _ = fref.extract_features(short[None])
+        p_batched, _ = fref.extract_features(wavs, padding_mask=mask)
+    n = solo.shape[1]
+    assert rel_err(batched[0, :n], solo[0]) > 1e-2          # the original's batch changes the short clip
+    assert rel_err(p_batched[0], p_solo[0]) > 1e-4
+    assert rel_err(both[0].layer("block2"), solo[0].reshape(-1, 8, 96).mean(1)) < TOL     # ours: its alone numbers
+
+
+def test_long_audio_runs_in_windows_of_62_patches(ssl):
+    """Whole up to 62 time patches (10 s of AudioSet); longer: consecutive 62-patch windows, each as the original
+    runs a clip of that length alone, stitched; clip = the mean of every token; timestamps on the whole clip's grid."""
+    ref, enc, _ = ssl
+    wav = noise(25.3, seed=7)
+    e = enc.embed(wav, sr=16000, layers="all")
+    T = enc.frontend.frames_for(len(wav))
+    assert e.frames.shape[0] == T // 16 == 158
+    assert np.allclose(e.timestamps_ms.numpy(), 12.5 + 10 * (16 * np.arange(158) + 7.5), rtol=0, atol=1e-9)
+    fb = (kaldi_fbank(wav[None] * 2 ** 15) - B.FBANK_MEAN) / (2 * B.FBANK_STD)
+    want = {n: [] for n in e.layers}
+    tokens = {n: [] for n in e.layers}
+    for a, b in ((0, 992), (992, 1984), (1984, T)):                      # 62 + 62 + 34 patches
+        with torch.no_grad():
+            _, _, hidden = ref.extract_features(None, fbank=fb[None, a:b], layers=True)
+        for n, h in zip(e.layers, hidden):
+            want[n].append(h[0].reshape(-1, 8, h.shape[-1]).mean(1))
+            tokens[n].append(h[0])
+    for n in e.layers:
+        assert rel_err(e.layer(n), torch.cat(want[n])) < TOL, n
+        d0, d1 = e.layer_slices[n]
+        assert rel_err(e.clip[d0:d1], torch.cat(tokens[n]).mean(0)) < TOL, n
+    # the bare network windows the same way (Encoder.forward)
+    with torch.no_grad():
+        outs = enc(wav[None])
+    assert rel_err(outs["block2"][0], e.layer("block2")) < TOL
+    # a clip of up to 62 patches (+15 frames) runs whole: 10.05 s = 1003 frames = 62 patches, one window
+    assert enc.tiling.chunk_frames == 992 and enc.tiling.overlap_frames == 15
+
+
+CFG_VARIANTS = {
+    "no-deep-norm": dict(deep_norm=False),
+    "pre-norm": dict(deep_norm=False, layer_norm_first=True),
+    "no-gate": dict(gru_rel_pos=False),
+    "no-relative-positions": dict(relative_position_embedding=False, gru_rel_pos=False),
+    "few-buckets": dict(num_buckets=16, max_distance=40),
+    "conv-pos-odd-kernel": dict(conv_pos=7, conv_pos_groups=2),
+    "three-layers-relu-128": dict(encoder_layers=3, encoder_embed_dim=128, encoder_ffn_embed_dim=256,
+                                  activation_fn="relu", embed_dim=128),
+    "conv-bias-8-heads": dict(conv_bias=True, encoder_attention_heads=8),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(CFG_VARIANTS))
+def test_the_loader_honours_the_cfg(variant, tmp_path):
+    cfg = dict(SMALL, **CFG_VARIANTS[variant])
+    ref = random_model(cfg, seed=8)
+    checkpoint(ref, tmp_path / "v.pt")
+    net = B.BEATsNet.from_cfg(torch.load(tmp_path / "v.pt", weights_only=True)["cfg"]).eval()
+    net.load_state_dict(B.load_state(tmp_path / "v.pt"), strict=True)
+    fb = torch.randn(2, 700, 128, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        _, _, hidden = ref.extract_features(None, fbank=fb, layers=True)
+        x, _ = ref.extract_features(None, fbank=fb)        # its output (pre-norm: after the final LayerNorm)
+        outs = net(fb.transpose(1, 2), torch.tensor([700, 700]))
+    hidden[-1] = x
+    for i, name in enumerate(net.layer_dims):
+        assert rel_err(outs[name], hidden[i].reshape(2, 43, 8, -1).mean(2)) < TOL, name
+    # the same weights under another architecture are refused, naming what differs
+    other = B.BEATsNet(**dict(B.arch_from_cfg(cfg), max_distance=cfg["max_distance"] + 1))
+    with pytest.raises(WeightsError, match=f"max_distance={cfg['max_distance']} "):
+        other.load_state_dict(B.load_state(tmp_path / "v.pt"))
+
+
+def test_cfg_defaults_are_the_originals_and_bad_checkpoints_are_refused(tmp_path, ssl):
+    from reference_beats import BEATsConfig
+
+    original = BEATsConfig().__dict__
+    assert B.arch_from_cfg({}) == {k: original[k] for k in B.CFG_DEFAULTS}
+    # a released-style cfg without max_distance means the original's default, 1280
+    assert B.arch_from_cfg({"num_buckets": 320})["max_distance"] == 1280
+    _, _, path = ssl
+    ck = torch.load(path, weights_only=True)
+    torch.save(ck["model"], tmp_path / "bare.pt")
+    with pytest.raises(WeightsError, match="'cfg'"):
+        B.load_state(tmp_path / "bare.pt")
+    torch.save({"cfg": ck["cfg"], "model": {"quantize.embedding.weight": torch.zeros(3, 3)}}, tmp_path / "tok.pt")
+    with pytest.raises(WeightsError, match="not a BEATs checkpoint"):
+        B.load_state(tmp_path / "tok.pt")
+    with pytest.raises(WeightsError, match="glu"):
+        B.arch_from_cfg(dict(ck["cfg"], activation_fn="glu"))
+    # the full-size models refuse the small checkpoint with the file's name
+    with pytest.raises(WeightsError, match="does not fit"):
+        audio_repr.load("beats-iter3", weights=path)
+
+
+def test_full_size_layer_table_and_shapes_on_the_meta_device():
+    """The released configuration: our parameter table equals the original model's state dict (its shared
+    relative-position embedding once), built on the meta device."""
+    from reference_beats import BEATs, BEATsConfig
+
+    for name, ft in (("beats-iter3", False), ("beats-iter3-plus-as2m", False), ("beats-iter3-plus-as2m-ft", True)):
+        card = get_card(name)
+        table = layer_table(name)
+        assert list(table) == ["patch_embed"] + [f"block{i}" for i in range(1, 13)] + (["logits"] if ft else [])
+        assert set(table.values()) == ({768, 527} if ft else {768}) and table.get("logits", 527) == 527
+        with torch.device("meta"):
+            ours = B.BEATsNet(**card.arch)
+        cfg = {k: v for k, v in card.arch.items() if k in B.CFG_DEFAULTS}
+        with torch.device("meta"), pytest.MonkeyPatch.context() as mp:
+            import reference_beats
+
+            mp.setattr(reference_beats, "init_bert_params", lambda m: None)   # its init copies via the CPU
+            mp.setattr(torch.nn.init, "xavier_normal_", lambda t, gain=1.0: t)
+            ref = BEATs(BEATsConfig(cfg))
+        with torch.device("meta"):
+            want = B.convert_checkpoint({"cfg": cfg, "model": ref.state_dict()})
+        got = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+        assert got == {k: tuple(v.shape) for k, v in want.items()}
+        n_params = sum(v.numel() for k, v in ours.state_dict().items() if k != "cfg")
+        assert 90e6 < n_params < 91e6 if not ft else 90e6 < n_params < 91.1e6       # the paper's 90M
+        assert ours.window_patches * 8 <= card.arch["max_distance"]            # a window's tokens within the buckets
+
+
+def test_cards_and_manifest():
+    for name in ("beats-iter3", "beats-iter3-plus-as2m", "beats-iter3-plus-as2m-ft"):
+        card = get_card(name)
+        e = manifest_entry(name)
+        assert e["url"].startswith("https://valle.blob.core.windows.net/share/BEATs/" + card.weights + "?")
+        assert e["readme_url"].startswith("https://1drv.ms/") and "403" in e["note"] and e["sha256"] is None
+        assert "403" in card.description and "weights=" in card.description
+        assert card.normalisation.mean == 15.41663 and card.normalisation.divisor == pytest.approx(2 * 6.55582)
+        assert card.licence.startswith("MIT") and card.published
+        assert (card.labels == "audioset") == name.endswith("-ft")
+        assert card.fusion_layers == ("block7", "block12") and card.default_layer == "block12"
