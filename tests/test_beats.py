@@ -339,6 +339,9 @@ def test_cfg_defaults_are_the_originals_and_bad_checkpoints_are_refused(tmp_path
         B.load_state(tmp_path / "tok.pt")
     with pytest.raises(WeightsError, match="glu"):
         B.arch_from_cfg(dict(ck["cfg"], activation_fn="glu"))
+    # the architecture survives a cast of the network (an int64 buffer: 527 is not a bfloat16 number)
+    net = B.BEATsNet.from_cfg(dict(ck["cfg"], finetuned_model=True)).to(torch.bfloat16)
+    assert net.cfg.dtype == torch.int64 and B.cfg_from_tensor(net.cfg) == net.arch
     # the full-size models refuse the small checkpoint with the file's name
     with pytest.raises(WeightsError, match="does not fit"):
         audio_repr.load("beats-iter3", weights=path)

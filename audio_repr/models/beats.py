@@ -329,18 +329,19 @@ def arch_from_cfg(cfg: Mapping) -> Dict[str, Any]:
 
 
 def cfg_tensor(arch: Mapping) -> torch.Tensor:
-    """The architecture as the ``cfg`` buffer (float64, the fields of ``CFG_DEFAULTS`` in order)."""
-    vals = [float(_ACTIVATIONS.index(arch[k])) if k == "activation_fn" else float(arch[k]) for k in _CFG_FIELDS]
-    return torch.tensor(vals, dtype=torch.float64)
+    """The architecture as the ``cfg`` buffer (int64, so that casting the network to another float type leaves it
+    alone; the fields of ``CFG_DEFAULTS`` in order, booleans as 0/1, the activation as its index)."""
+    vals = [_ACTIVATIONS.index(arch[k]) if k == "activation_fn" else int(arch[k]) for k in _CFG_FIELDS]
+    return torch.tensor(vals, dtype=torch.int64)
 
 
 def cfg_from_tensor(t: torch.Tensor) -> Dict[str, Any]:
-    vals = t.detach().double().cpu().tolist()
+    vals = [int(round(float(v))) for v in t.detach().cpu().tolist()]
+    if not 0 <= vals[_CFG_FIELDS.index("activation_fn")] < len(_ACTIVATIONS):
+        raise WeightsError(f"BEATs cfg buffer with an unknown activation index: {vals}")
     out: Dict[str, Any] = {}
     for k, v in zip(_CFG_FIELDS, vals):
-        d = CFG_DEFAULTS[k]
-        out[k] = (_ACTIVATIONS[int(round(v))] if k == "activation_fn" else bool(round(v)) if isinstance(d, bool)
-                  else int(round(v)))
+        out[k] = _ACTIVATIONS[v] if k == "activation_fn" else bool(v) if isinstance(CFG_DEFAULTS[k], bool) else v
     return out
 
 
