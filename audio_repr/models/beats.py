@@ -426,8 +426,8 @@ ARCH = dict(input_patch_size=16, embed_dim=512, conv_bias=False, encoder_layers=
             deep_norm=True, conv_pos=128, conv_pos_groups=16, relative_position_embedding=True, num_buckets=320,
             max_distance=800, gru_rel_pos=True, finetuned_model=False, predictor_class=527, n_mels=128,
             window_patches=62)
-_DOWNLOAD_NOTE = ("; weights from the links of the unilm beats README (they have answered 403 at times, unilm #1492: "
-                  "weights= takes the downloaded .pt)")
+_DOWNLOAD_NOTE = ("; the unilm beats README's SAS download links have answered 403 since 2024 (unilm #1492): get the "
+                  ".pt from its OneDrive link (the manifest's readme_url) and pass weights=")
 
 for _name, _file, _what, _ft, _scores in [
     ("beats-iter3", "BEATs_iter3.pt", "BEATs iter3 (self-supervised on AudioSet-2M, tokenizer self-distilled from "
