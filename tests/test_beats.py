@@ -386,3 +386,21 @@ def test_cards_and_manifest():
         assert card.licence.startswith("MIT") and card.published
         assert (card.labels == "audioset") == name.endswith("-ft")
         assert card.fusion_layers == ("block7", "block12") and card.default_layer == "block12"
+
+
+def test_real_recordings_equal_the_original(shared_audio, ssl, finetuned):
+    """Two recordings (resampled to 16 kHz once, the same samples for both sides), in one batch."""
+    ref, enc, _ = ssl
+    fref, fenc, labels = finetuned
+    wavs = [audio_repr.load_audio(shared_audio / n, sr=16000)[0] for n in ("cat-meow-44k.wav", "dog-bark-44k-stereo.wav")]
+    embs = enc.embed(wavs, sr=16000, layers="all", batch_size=2)
+    tags = fenc.tag(wavs, sr=16000)
+    order = torch.tensor([{m: i for i, m in labels.items()}[mid] for mid in label_ids("audioset")])
+    for wav, e, t in zip(wavs, embs, tags):
+        frames, clip_vecs = _ref_layers(ref, wav)
+        for name, f, c in zip(e.layers, frames, clip_vecs):
+            d0, d1 = e.layer_slices[name]
+            assert rel_err(e.layer(name), f) < TOL and rel_err(e.clip[d0:d1], c) < TOL, name
+        with torch.no_grad():
+            lprobs = fref.extract_features(wav[None])[0][0][order]
+        assert rel_err(t.probabilities, lprobs) < TOL
