@@ -129,6 +129,25 @@ def accumulations(enc, layer=None):
             heads = getattr(a, "heads", None) or a.num_heads
             ks += [a.qkv.in_features, a.qkv.in_features // heads, tokens, a.proj.in_features,
                    m.fc1.in_features, m.fc2.in_features]
+    elif enc.card.family == "beats":
+        # BEATs: the patch projection (16 x 16), post_extract_proj, the positional convolution (channels per group x
+        # kernel), then per layer the q/k/v projections (width), the scores (head width), the GRU gate (head
+        # width), the attention-weighted sum (the tokens of a 62-patch window), the output projection and the two
+        # MLP layers, up to ``layer``; ``logits`` (the fine-tuned model's deepest) adds the predictor
+        layers_ = net.encoder.layers
+        deepest = layer == "logits" or (layer is None and net.predictor is not None)
+        n = len(layers_) if layer in (None, "logits") else 0 if layer == "patch_embed" else int(layer[len("block"):])
+        proj = net.patch_embedding
+        conv = net.encoder.pos_conv
+        ks += [proj.in_channels * math.prod(proj.kernel_size), conv.weight_v.shape[1] * conv.kernel]
+        if net.post_extract_proj is not None:
+            ks.append(net.post_extract_proj.in_features)
+        for blk in layers_[:n]:
+            a = blk.self_attn
+            ks += [a.embed_dim, a.head_dim, a.head_dim, net.f_patches * net.window_patches, a.embed_dim,
+                   blk.fc1.in_features, blk.fc2.in_features]
+        if deepest:
+            ks.append(net.predictor.in_features)
     elif enc.card.family == "efficientat":
         # MobileNetV3: each convolution (in-channels / groups x kernel), each squeeze-excitation's average over
         # frequency x time (counted for a 10 s clip) and its two linear layers, then the classifier's two
