@@ -74,7 +74,7 @@ def test_embed_without_weights_offline_explains(tmp_path):
 
 def test_download_model_and_companion_file_from_a_mirror(tmp_path, monkeypatch, capsys):
     """Offline, `download` fills the cache from AUDIO_REPR_MIRROR (a model and VGGish's PCA file), checking
-    the SHA-256 prefix that torchvggish's file names carry; the encoder and postprocessor then load by name."""
+    the pinned SHA-256; the encoder and postprocessor then load by name."""
     import copy
 
     import audio_repr
