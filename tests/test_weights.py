@@ -799,3 +799,20 @@ def test_official_trainer_checkpoints_load_safely(tmp_path):
     with pytest.raises(W.WeightsError, match="pickles pathlib.PurePosixPath.*could run code") as e:
         W.load_checkpoint(tmp_path / "other.pth")
     assert "corrupt" not in str(e.value)
+
+
+def test_each_card_states_its_own_licence():
+    """M2D's LICENSE.pdf grants non-commercial use; BYOL-A's and MSM-MAE's NTT agreement, internal testing and
+    evaluation; PANNs' copyright runs 2018-2020. The README says the NTT licences are accepted by use."""
+    from conftest import ROOT
+
+    for name in ("m2d-vit-base", "m2d-as-vit-base", "m2d-clap-vit-base", "m2d-vit-base-40ms"):
+        lic = audio_repr.get_card(name).licence
+        assert "non-commercial" in lic and lic.endswith("nttcslab/m2d/blob/master/LICENSE.pdf") and "Evaluation" not in lic
+    for name in ("byola-v1-512", "byola-v2-2048", "msm-mae-80x208"):
+        lic = audio_repr.get_card(name).licence
+        assert "testing" in lic and "evaluating" in lic and "no redistribution" in lic and "commercial" not in lic
+    for name in ("panns-cnn14", "panns-cnn14-16k"):
+        assert "Copyright (c) 2018-2020 Qiuqiang Kong" in audio_repr.get_card(name).licence
+    readme = (ROOT / "README.md").read_text()
+    assert "accepted by use" in readme and "once per file" in readme

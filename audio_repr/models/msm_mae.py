@@ -226,7 +226,9 @@ register_family(Family("msm_mae", build_frontend=LogMelSpectrogram, build_networ
 
 
 # ---- the cards ---------------------------------------------------------------------------------------------------
-_MSM_LICENCE = ("NTT Software License Agreement for Evaluation (evaluation only, no redistribution); "
+# the same NTT evaluation agreement as BYOL-A's: internal testing and evaluation, no distribution
+_MSM_LICENCE = ("NTT Software License Agreement for Evaluation (internal testing, analysing and evaluating of "
+                "the paper's methods only; no redistribution); "
                 "https://github.com/nttcslab/msm-mae/blob/main/LICENSE")
 _MSM_CITE = ("D. Niizumi, D. Takeuchi, Y. Ohishi, N. Harada, K. Kashino, \"Masked Spectrogram Modeling using "
              "Masked Autoencoders for Learning General-purpose Audio Representation\", HEAR: Holistic Evaluation "
