@@ -771,9 +771,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from . import weights
     from .audio import AudioError
     from .registry import UnknownModelError
     from .weights import WeightsError
+
+    weights.PROGRESS = False if getattr(args, "quiet", False) else None   # -q: no download progress bar either
 
     try:
         return int(args.func(args) or 0)

@@ -637,6 +637,8 @@ RETRIES = 5
 #: seconds before the first retry; doubled each time (1, 2, 4, 8, 16 s)
 BACKOFF = 1.0
 _RETRY_STATUS = (408, 425, 429, 500, 502, 503, 504)
+#: the progress bar when a call does not say: None = when stderr is a terminal (the CLI's ``-q`` sets False)
+PROGRESS: Optional[bool] = None
 
 
 class _Dropped(ConnectionError):
@@ -661,6 +663,8 @@ def _transient(e: BaseException, received: int) -> bool:
 
 
 def _progress_bar(total: Optional[int], desc: str, enabled: Optional[bool]):
+    if enabled is None:
+        enabled = PROGRESS
     if enabled is None:
         enabled = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
     if not enabled:

@@ -495,6 +495,7 @@ def test_transient_errors_are_retried_with_backoff(monkeypatch, faulty, ckpt_byt
     with pytest.raises(W.WeightsNotFoundError, match=f"503.*after {W.RETRIES} retries"):
         W.download("byola-v1-512", force=True)
     assert len(waits) == W.RETRIES and waits[-1] == W.BACKOFF * 2 ** (W.RETRIES - 1)
+    assert [p for p in W.cache_dir().iterdir() if p.suffix == ".part"] == []
 
 
 def _cli(args, env_extra, tmp_path, timeout=60):
@@ -545,6 +546,25 @@ def test_progress_bar_in_bytes(monkeypatch, faulty, ckpt_bytes, fake_manifest, c
     assert W.download("byola-v1-512", force=True) and "100%" not in capsys.readouterr().err   # not a terminal
     monkeypatch.setattr(W, "_progress_bar", lambda total, desc, enabled: pytest.fail("bar with -q") if enabled else None)
     assert cli.main(["download", "byola-v1-512", "--force", "-q"]) == 0
+
+
+def test_embed_quiet_hides_the_download_bar(tmp_path, monkeypatch, faulty, ckpt_bytes, fake_manifest):
+    from audio_repr import cli
+    from conftest import ROOT
+
+    faulty.files["/w.pth"] = ckpt_bytes
+    fake_manifest["url"] = f"{faulty.base}/w.pth"
+    _online(monkeypatch)
+    monkeypatch.setattr(W, "PROGRESS", None)                                 # restored after the test
+    asked = []
+    real = W._progress_bar
+    monkeypatch.setattr(W, "_progress_bar", lambda total, desc, enabled: asked.append(
+        W.PROGRESS if enabled is None else enabled) or real(total, desc, False))
+    wav = ROOT / "examples" / "example.wav"
+    assert cli.main(["embed", str(wav), "--model", "byola-v1-512", "--out", str(tmp_path / "o"), "-q"]) == 0
+    assert asked == [False] and W.PROGRESS is False
+    cli.main(["list"])
+    assert W.PROGRESS is None
 
 
 @pytest.mark.parametrize("layout", ["flat", "per-model"])
