@@ -443,7 +443,7 @@ class _Faulty:
 @pytest.fixture
 def faulty(monkeypatch):
     srv = _Faulty()
-    monkeypatch.setattr(W, "BACKOFF", 0.01)
+    monkeypatch.setattr(W, "BACKOFF", 0.01, raising=False)
     yield srv
     srv.close()
 
