@@ -691,7 +691,8 @@ def fetch_url(url: str, dest: Path, *, sha256: Optional[str], size: Optional[int
     """Download ``url`` to ``dest`` through a temporary file, renamed only when the size and digests match
     (``sha256``; ``md5`` where only that is published; ``sha256_prefix``, as torch.hub checks the digits in
     hub file names). A dropped connection resumes where it stopped (HTTP ``Range``; from the start if the
-    server ignores it), transient failures are retried ``RETRIES`` times with exponential backoff. Without
+    server ignores it), transient failures are retried with exponential backoff, up to ``RETRIES`` in a row
+    without a byte of progress. Without
     any pin, the file's digest is recorded as its pin (trust on first use). On failure nothing is kept,
     not even the folders created for ``dest``."""
     dest = Path(dest)
@@ -726,6 +727,7 @@ def _stream(url: str, out, label: str, timeout: float, progress: Optional[bool])
     n, total, attempt, bar = 0, None, 0, None
     try:
         while True:
+            before = n
             headers = dict(_HEADERS, **({"Range": f"bytes={n}-"} if n else {}))
             try:
                 with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
@@ -740,7 +742,7 @@ def _stream(url: str, out, label: str, timeout: float, progress: Optional[bool])
                     if length is not None and length.isdigit():
                         total = n + int(length)
                     if bar is None:
-                        bar = _progress_bar(total, label.strip("'"), progress)
+                        bar = _progress_bar(total, label.replace("'", ""), progress)
                     for block in iter(lambda: r.read(1 << 20), b""):
                         out.write(block)
                         sha.update(block)
@@ -757,12 +759,14 @@ def _stream(url: str, out, label: str, timeout: float, progress: Optional[bool])
 
                 if not isinstance(e, (OSError, http.client.HTTPException)):     # e.g. ValueError: a malformed URL
                     raise WeightsNotFoundError(f"could not download {label} from {url}: {_reason(e)}") from e
-                if attempt >= RETRIES or not _transient(e, n):
+                if (attempt >= RETRIES and n == before) or not _transient(e, n):
                     err = WeightsNotFoundError(f"could not download {label} from {url}: {_reason(e)}"
                                                + (f" (after {attempt} retries)" if attempt else ""))
                     err.status = e.code if isinstance(e, urllib.error.HTTPError) else None
                     raise err from e
-            attempt += 1
+            # a failure after progress starts the count again: a long download over a flaky link goes on as
+            # long as each connection brings bytes; RETRIES failures in a row without any end it
+            attempt = 1 if n > before else attempt + 1
             wait = BACKOFF * 2 ** (attempt - 1)
             log.warning("%s: connection lost after %d bytes; retrying in %.3g s (%d/%d)%s", label, n, wait, attempt,
                         RETRIES, ", resuming" if n else "")
@@ -859,7 +863,7 @@ def load_checkpoint(path: os.PathLike | str, *, allow: Sequence = (), inert_othe
     ``Namespace`` objects (a trainer's ``args``: attributes set from the file, no code) are always allowed.
     ``allow``: further globals the file may name (``torch.serialization.safe_globals`` entries). ``inert_others``: every other global the file
     names is read as an inert placeholder instead of refusing the file (training checkpoints that pickle
-    their ``args``; needs torch >= 2.6). ``hint`` is added to the error."""
+    their ``args``). ``hint`` is added to the error."""
     path = Path(path)
     if path.suffix == ".safetensors":
         try:
@@ -872,7 +876,7 @@ def load_checkpoint(path: os.PathLike | str, *, allow: Sequence = (), inert_othe
             raise WeightsError(f"{path} is not a readable safetensors file: {e}") from e
     ser = torch.serialization
     extra = numpy_safe_globals() + [argparse.Namespace] + list(allow)
-    if inert_others and hasattr(ser, "get_unsafe_globals_in_checkpoint"):
+    if inert_others:
         try:
             others = ser.get_unsafe_globals_in_checkpoint(str(path))
         except Exception:  # not a zip-format checkpoint: let torch.load report what is wrong
@@ -880,14 +884,10 @@ def load_checkpoint(path: os.PathLike | str, *, allow: Sequence = (), inert_othe
         known = {_global_name(g) for g in extra}
         extra += [(type("Inert", (_Inert,), {}), name) for name in others if name not in known]
     try:
-        if extra and hasattr(ser, "safe_globals"):
-            try:
-                ctx = ser.safe_globals(extra)
-            except (AttributeError, TypeError):                  # pragma: no cover - torch < 2.6: no (obj, name)
-                ctx = ser.safe_globals([a for a in extra if not isinstance(a, tuple)])
-            with ctx:
-                return torch.load(str(path), map_location="cpu", weights_only=True)
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        # torch >= 2.6 (the floor): safe_globals takes (object, "module.name") pairs, which map the names older
+        # files use (numpy.core.multiarray) onto today's objects, and get_unsafe_globals_in_checkpoint exists
+        with ser.safe_globals(extra):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else ""
         import re

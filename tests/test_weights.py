@@ -463,12 +463,14 @@ def _online(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
 
-@pytest.mark.parametrize("fault", ["drop", "ignore-range"])
+@pytest.mark.parametrize("fault", ["drop", "ignore-range", "drops-every-time"])
 def test_download_resumes_after_a_dropped_connection(monkeypatch, faulty, ckpt_bytes, fake_manifest, fault):
     """The connection breaks halfway: the download goes on from where it stopped with a Range request (or from
-    the start, when the server ignores Range) and the whole file is verified against its SHA-256."""
+    the start, when the server ignores Range) and the whole file is verified against its SHA-256. A link that
+    breaks more often than RETRIES goes on as long as each connection brings bytes."""
     faulty.files["/w.pth"] = ckpt_bytes
-    faulty.faults["/w.pth"] = ["drop"] + (["drop", "ignore-range"] if fault == "ignore-range" else [])
+    faulty.faults["/w.pth"] = {"drop": ["drop"], "ignore-range": ["drop", "drop", "ignore-range"],
+                               "drops-every-time": ["drop"] * (W.RETRIES + 3)}[fault]
     fake_manifest["url"] = f"{faulty.base}/w.pth"
     _online(monkeypatch)
     path = W.download("byola-v1-512")

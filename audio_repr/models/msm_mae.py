@@ -186,8 +186,7 @@ def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
 def _safe_torch_load(path: Path):
     """The training checkpoint without running pickled code; its pickled ``args`` & co. are read as inert
     placeholders (see :func:`audio_repr.weights.load_checkpoint`)."""
-    return load_checkpoint(path, inert_others=True, hint=" (with torch < 2.6: or it holds pickled training objects "
-                           "this torch cannot skip: save torch.load(...)['model'] alone and pass that file)")
+    return load_checkpoint(path, inert_others=True)
 
 
 def _epoch(p: Path) -> int:
