@@ -876,7 +876,12 @@ def load_checkpoint(path: os.PathLike | str, *, allow: Sequence = (), inert_othe
             raise WeightsError(f"{path} is not a readable safetensors file: {e}") from e
     ser = torch.serialization
     extra = numpy_safe_globals() + [argparse.Namespace] + list(allow)
-    if inert_others:
+    old_torch = not hasattr(ser, "get_unsafe_globals_in_checkpoint")     # torch < 2.6, below the floor
+    if old_torch:   # no (object, name) pairs there: plain files still load, numpy-1.x names and trainer objects do not
+        extra = [g for g in extra if not isinstance(g, tuple)]
+        hint += (f" (this is torch {torch.__version__}; audio-repr needs torch >= 2.6 to read trainer checkpoints "
+                 f"safely)")
+    elif inert_others:
         try:
             others = ser.get_unsafe_globals_in_checkpoint(str(path))
         except Exception:  # not a zip-format checkpoint: let torch.load report what is wrong
@@ -886,7 +891,7 @@ def load_checkpoint(path: os.PathLike | str, *, allow: Sequence = (), inert_othe
     try:
         # torch >= 2.6 (the floor): safe_globals takes (object, "module.name") pairs, which map the names older
         # files use (numpy.core.multiarray) onto today's objects, and get_unsafe_globals_in_checkpoint exists
-        with ser.safe_globals(extra):
+        with (ser.safe_globals(extra) if hasattr(ser, "safe_globals") else contextlib.nullcontext()):
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else ""
