@@ -331,8 +331,6 @@ def _guidance(entry: Dict[str, Any], weights_option: bool = True) -> str:
     if weights_option:
         where = (f"either pass it with --weights PATH (embed, tag, evaluate, plot) or weights='path/to/"
                  f"{entry['filename']}' (Python), " + where)
-    else:
-        where = "then " + where
     return f"{get}and {where}. Licence: {entry.get('licence', 'see the source')}"
 
 
