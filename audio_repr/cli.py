@@ -1,4 +1,4 @@
-"""Command line: ``audio-repr list | info NAME | download NAME... | embed PATHS... --model NAME --out DIR``."""
+"""Command line: ``audio-repr list | info NAME | download NAME...|--all | verify | embed PATHS... --model NAME --out DIR``."""
 
 from __future__ import annotations
 
@@ -52,19 +52,21 @@ def _cmd_list(args) -> int:
 
 def _cmd_info(args) -> int:
     import audio_repr
-    from .weights import WeightsError, cache_status, manifest_entry
+    from .weights import WeightsError, cache_status, manifest_entry, mirror_location, pin_summary
 
     enc = audio_repr.load(args.name, pretrained=False)
     c = enc.card
     fe = enc.frontend
     try:
         entry = manifest_entry(c.name)
+        entry["pinned"] = pin_summary(entry)
     except WeightsError:
         entry = {}
     frontend = {"type": type(fe).__name__, **dict(c.frontend),
                 "window_samples": fe.frame_length, "hop_samples": fe.hop_length,
                 "frame_offset_ms": fe.frame_offset_ms}
     status = cache_status(c.name) if entry else "absent"
+    mirror = mirror_location(c.name) if entry else None
     info = {
         "name": c.name, "family": c.family, "description": c.description, "sample_rate": c.sample_rate,
         "frame_hop_ms": enc.frame_hop_ms(), "output_layer": c.default_layer, "layers": enc.layer_dims,
@@ -72,6 +74,8 @@ def _cmd_info(args) -> int:
         "frontend": frontend, "normalisation": c.to_dict()["normalisation"],
         "resampler": c.resampler, "weights": entry,
         "cached": status in ("verified", "unpinned"), "cache_status": status,
+        # where AUDIO_REPR_MIRROR holds the file (checked when used); usable without the network
+        "mirror": mirror, "available": status in ("verified", "unpinned") or mirror is not None,
         "licence": c.licence, "citation": c.citation, "paper": c.paper, "published": dict(c.published),
     }
     print(json.dumps(info, indent=2))
@@ -80,18 +84,54 @@ def _cmd_info(args) -> int:
 
 def _cmd_download(args) -> int:
     from .registry import get_card
-    from .weights import download
+    from .weights import WeightsError, download, download_all
 
+    progress = False if args.quiet else None
+    if args.all or args.family:
+        if args.names:
+            raise ValueError("give model names or --all [--family F], not both")
+        failed = []
+
+        def done(model, got):
+            if isinstance(got, Exception):
+                failed.append(model)
+                print(f"audio-repr: error: {model}: {str(got).splitlines()[0]}", file=sys.stderr)
+            else:
+                print(f"{model}: {got}")
+
+        results = download_all(args.family, force=args.force, progress=progress, on_done=done)
+        if failed:
+            raise WeightsError(f"{len(failed)} of {len(results)} files could not be fetched: {', '.join(failed)} "
+                               f"(see above; `audio-repr download NAME` says where to get each)")
+        return 0
+    if not args.names:
+        raise ValueError("name the models to download, or use --all [--family F]")
     extras = _extra_files()
     for name in args.names:
         # a model, or a companion file of the manifest that is not a model (e.g. vggish-pca)
         key = name if name in extras else get_card(name).name
-        path = download(key, force=args.force)
+        path = download(key, force=args.force, progress=progress)
         print(f"{key}: {path}")
         for extra, entry in extras.items():
             mine = key not in extras and get_card(entry["for"]).weights == get_card(key).weights
             if mine and extra not in args.names:
                 print(f"  (optional companion file: audio-repr download {extra}  # {entry['format'].split(' (')[0]})")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from .weights import cache_dir, verify_cache
+
+    results = verify_cache()
+    labels = {"ok": "OK", "recorded": "OK", "unchecked": "UNPINNED", "mismatch": "MISMATCH"}
+    for name, state, detail in results:
+        print(f"{labels[state]} {name}: {detail}")
+    bad = [name for name, state, _ in results if state == "mismatch"]
+    if not results:
+        print(f"no weights files in the cache ({cache_dir()})")
+    if bad:
+        print(f"audio-repr: error: {len(bad)} cached file(s) no longer match: {', '.join(bad)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -311,9 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_info)
     q = sub.add_parser("download", help="fetch weights into the cache for offline use (copied from "
                        "AUDIO_REPR_MIRROR when the file is there, else downloaded; verified)")
-    q.add_argument("names", nargs="+", help="models, or companion files: " + ", ".join(_extra_files()))
+    q.add_argument("names", nargs="*", help="models, or companion files: " + ", ".join(_extra_files()))
+    q.add_argument("--all", action="store_true", help="every weights file (air-gapped preparation)")
+    q.add_argument("--family", help="with --all: only the files of this family's models")
     q.add_argument("--force", action="store_true", help="download again even if cached")
+    q.add_argument("--quiet", "-q", action="store_true", help="no progress bar (none either when not a terminal)")
     q.set_defaults(func=_cmd_download)
+    q = sub.add_parser("verify", help="re-hash every cached weights file and name any that no longer matches")
+    q.set_defaults(func=_cmd_verify)
     q = sub.add_parser("embed", help="embed files, folders or globs into one .npz per file or Parquet shards")
     q.add_argument("paths", nargs="+", help="audio files, folders (recursive) or glob patterns")
     _model_args(q)
@@ -391,9 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from . import weights
     from .audio import AudioError
     from .registry import UnknownModelError
     from .weights import WeightsError
+
+    weights.PROGRESS = False if getattr(args, "quiet", False) else None   # -q: no download progress bar either
 
     try:
         return int(args.func(args) or 0)

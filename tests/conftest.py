@@ -254,3 +254,55 @@ def peak_rss_growth_mb(prepare: str, measure: str, check: str, cwd) -> int:
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
     assert out.returncode == 0, out.stderr
     return int(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------- checkpoints as the original trainers save them ----------------
+
+def panns_sampler_state(classes=527, clips=2000, seed=0):
+    """``BalancedTrainSampler.state_dict()`` of audioset_tagging_cnn (utils/data_generator.py), as its trainer
+    (pytorch/main.py) saves it beside the model: the clip indexes of each class (numpy int64 arrays, as
+    ``np.where`` gives them), the queue of classes and each class's pointer (Python ints)."""
+    rng = np.random.RandomState(seed)
+    labels = rng.randint(0, classes, size=clips)
+    return {"indexes_per_class": [np.where(labels == k)[0] for k in range(classes)],
+            "queue": rng.permutation(classes).tolist(),
+            "pointers_of_classes": [int(v) for v in rng.randint(0, 5, size=classes)]}
+
+
+def panns_training_checkpoint(state_dict, iteration=600000):
+    """What ``pytorch/main.py`` of audioset_tagging_cnn saves: ``{'iteration', 'model', 'sampler'}``."""
+    return {"iteration": iteration, "model": state_dict, "sampler": panns_sampler_state()}
+
+
+def adamw_state(n_params, lr=1.5e-4, seed=0):
+    """An AdamW ``optimizer.state_dict()`` as MAE-style trainers save it (step tensors, moments, betas as a
+    tuple, every hyper-parameter of the param group). Moments are kept for the first two parameters only, to
+    keep fixtures small; the types and nesting are those of a real one (made by a real AdamW step)."""
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(4, 3, generator=g)), torch.nn.Parameter(torch.randn(3, generator=g))]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g)
+    opt.step()
+    sd = opt.state_dict()
+    sd["param_groups"][0]["params"] = list(range(n_params))
+    return sd
+
+
+def grad_scaler_state():
+    """``torch.cuda.amp.GradScaler().state_dict()`` after some steps (MAE's NativeScaler saves it as 'scaler')."""
+    return {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+            "_growth_tracker": 117}
+
+
+def save_as_numpy1(obj, path):
+    """``torch.save`` as a 2020 trainer did under numpy 1.x: the legacy (non-zip) format, whose pickle names
+    numpy's array reconstructor ``numpy.core.multiarray._reconstruct`` (numpy 2 calls the module
+    ``numpy._core.multiarray``)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf, _use_new_zipfile_serialization=False)
+    data = buf.getvalue().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    Path(path).write_bytes(data)
+    return path

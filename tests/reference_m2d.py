@@ -133,8 +133,17 @@ def training_checkpoint(net, epoch=300, drop_norm_stats=False):
     state = net.state_dict()
     if drop_norm_stats:                                     # the 2022 checkpoints predate norm_stats
         state = {k: v for k, v in state.items() if k != "norm_stats"}
-    return {"model": state, "optimizer": {"state": {}, "param_groups": [{"lr": 3e-4}]}, "epoch": epoch,
-            "scaler": {"scale": 65536.0}, "args": argparse.Namespace(model="m2d_vit_base", epochs=epoch)}
+    from conftest import adamw_state, grad_scaler_state
+
+    args = argparse.Namespace(model="m2d_vit_base", input_size=[80, 608], patch_size=[16, 16], epochs=epoch,
+                              batch_size=2048, accum_iter=1, lr=None, blr=3e-4, min_lr=0.0, warmup_epochs=20,
+                              weight_decay=0.05, mask_ratio=0.7, ema_decay_init=0.99995, norm_pix_loss=False,
+                              data_path="data", output_dir="m2d_vit_base-80x608p16x16", log_dir=None, seed=0,
+                              resume="", start_epoch=0, num_workers=10, pin_mem=True, world_size=8, local_rank=-1,
+                              dist_on_itp=False, dist_url="env://", distributed=True, gpu=0, rank=0,
+                              dist_backend="nccl", norm_stats=[-7.1, 4.2], device="cuda")
+    return {"model": state, "optimizer": adamw_state(len(state), lr=3e-4), "epoch": epoch,
+            "scaler": grad_scaler_state(), "args": args}
 
 
 def run_name_sizes(name):

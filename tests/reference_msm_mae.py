@@ -155,7 +155,15 @@ def random_model(seed=0, **kwargs):
 
 def official_checkpoint(net, epoch=100, unit=208):
     """The layout misc.save_model writes: model (encoder + decoder), optimizer, epoch, scaler, args."""
-    return {"model": net.state_dict(), "optimizer": {"state": {}, "param_groups": [{"lr": 1.5e-4}]},
-            "epoch": epoch, "scaler": {"scale": 65536.0, "growth_factor": 2.0},
-            "args": argparse.Namespace(input_size=f"80x{unit}", model="mae_vit_base_patch16x16", epochs=epoch,
-                                       mask_ratio=0.75, no_cls_token=False, output_dir=f"80x{unit}p16x16_test")}
+    from conftest import adamw_state, grad_scaler_state
+
+    state = net.state_dict()
+    args = argparse.Namespace(input_size=f"80x{unit}", model="mae_vit_base_patch16x16", epochs=epoch,
+                              batch_size=512, accum_iter=1, mask_ratio=0.75, norm_pix_loss=False, no_cls_token=False,
+                              weight_decay=0.05, lr=None, blr=1.5e-4, min_lr=0.0, warmup_epochs=40,
+                              data_path="data", output_dir=f"80x{unit}p16x16_test", log_dir=None, device="cuda",
+                              seed=0, resume="", start_epoch=0, num_workers=10, pin_mem=True, world_size=4,
+                              local_rank=-1, dist_on_itp=False, dist_url="env://", distributed=True, rank=0, gpu=0,
+                              dist_backend="nccl")
+    return {"model": state, "optimizer": adamw_state(len(state), lr=1.5e-4), "epoch": epoch,
+            "scaler": grad_scaler_state(), "args": args}

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import audio_repr
 from audio_repr.models import Tiling
 from audio_repr.weights import WeightsError
-from conftest import AUDIO, chirp, noise, rel_err
+from conftest import AUDIO, chirp, noise, panns_training_checkpoint, rel_err, save_as_numpy1
 
 TOL = 1e-5          # relative to each output's largest magnitude
 MODELS = {"panns-cnn14": dict(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000),
@@ -72,7 +72,7 @@ def pair(request, tmp_path_factory):
     ref = _randomise(ref_mod.Cnn14(classes_num=527, **MODELS[name]), seed=7)
     sd = {k: v.clone() for k, v in ref.state_dict().items()}
     path = tmp_path_factory.mktemp("w") / FILES[name]
-    torch.save({"model": sd, "iteration": 600000}, path)            # the released checkpoints' layout
+    torch.save(panns_training_checkpoint(sd), path)                 # what the original trainer saves
     return name, audio_repr.load(name, weights=path), ref, sd, path
 
 
@@ -187,6 +187,16 @@ def test_checkpoint_layouts(pair):
         p = path.parent / f"layout{i}.pth"
         torch.save(obj, p)
         assert torch.equal(audio_repr.load(name, weights=p).embed(wav, sr=enc.sample_rate).clip, clip)
+    # the trainer's file as written in 2020 under numpy 1.x (legacy format, numpy.core names in the sampler's
+    # arrays): read safely, the sampler's arrays intact (autrainer #66: the 16 kHz file was refused)
+    p = save_as_numpy1(panns_training_checkpoint(sd), path.parent / "numpy1.pth")
+    assert b"numpy.core.multiarray\n_reconstruct" in p.read_bytes()
+    assert torch.equal(audio_repr.load(name, weights=p).embed(wav, sr=enc.sample_rate).clip, clip)
+    from audio_repr.weights import load_checkpoint
+
+    for f in (path, p):
+        sampler = load_checkpoint(f)["sampler"]
+        assert sampler["indexes_per_class"][3].dtype == np.int64 and len(sampler["queue"]) == 527
     p = path.parent / "incomplete.pth"
     torch.save({"model": {k: v for k, v in sd.items() if not k.startswith("fc_audioset")}}, p)
     with pytest.raises(WeightsError, match="missing"):

@@ -139,7 +139,10 @@ register_family(Family("byola", build_frontend=LogMelSpectrogram, build_network=
 
 
 # ---- the cards ---------------------------------------------------------------------------------------------------
-_BYOLA_LICENCE = ("NTT Software License Agreement for Evaluation (evaluation only, no redistribution); "
+# the LICENSE's section 1: "use the Software internally for the purposes of testing, analyzing, and evaluating the
+# methods or mechanisms as shown in the research paper"; section 4(b): no distribution to any third party
+_BYOLA_LICENCE = ("NTT Software License Agreement for Evaluation (internal testing, analysing and evaluating of "
+                  "the paper's methods only; no redistribution); "
                   "https://github.com/nttcslab/byol-a/blob/master/LICENSE")
 _BYOLA_V1_CITE = ("D. Niizumi, D. Takeuchi, Y. Ohishi, N. Harada, K. Kashino, \"BYOL for Audio: "
                   "Self-Supervised Learning for General-Purpose Audio Representation\", IJCNN 2021.")

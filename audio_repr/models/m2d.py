@@ -238,7 +238,8 @@ register_family(Family("m2d", build_frontend=LogMelSpectrogram, build_network=M2
 
 
 # ---- the cards -------------------------------------------------------------------------------------------------
-_M2D_LICENCE = ("NTT Software License Agreement for Evaluation (evaluation only, no redistribution); "
+# M2D's LICENSE.pdf (not the BYOL-A/MSM-MAE evaluation agreement) grants use for non-commercial purposes
+_M2D_LICENCE = ("NTT license for non-commercial use (LICENSE.pdf: use for non-commercial purposes only); "
                 "https://github.com/nttcslab/m2d/blob/master/LICENSE.pdf")
 _M2D_CITE = ("D. Niizumi, D. Takeuchi, Y. Ohishi, N. Harada, K. Kashino, \"Masked Modeling Duo: Towards a Universal "
              "Audio Pre-training Framework\", IEEE/ACM Trans. Audio, Speech, Language Process., vol. 32, "

@@ -186,8 +186,7 @@ def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
 def _safe_torch_load(path: Path):
     """The training checkpoint without running pickled code; its pickled ``args`` & co. are read as inert
     placeholders (see :func:`audio_repr.weights.load_checkpoint`)."""
-    return load_checkpoint(path, inert_others=True, hint=" (with torch < 2.6: or it holds pickled training objects "
-                           "this torch cannot skip: save torch.load(...)['model'] alone and pass that file)")
+    return load_checkpoint(path, inert_others=True)
 
 
 def _epoch(p: Path) -> int:
@@ -226,7 +225,9 @@ register_family(Family("msm_mae", build_frontend=LogMelSpectrogram, build_networ
 
 
 # ---- the cards ---------------------------------------------------------------------------------------------------
-_MSM_LICENCE = ("NTT Software License Agreement for Evaluation (evaluation only, no redistribution); "
+# the same NTT evaluation agreement as BYOL-A's: internal testing and evaluation, no distribution
+_MSM_LICENCE = ("NTT Software License Agreement for Evaluation (internal testing, analysing and evaluating of "
+                "the paper's methods only; no redistribution); "
                 "https://github.com/nttcslab/msm-mae/blob/main/LICENSE")
 _MSM_CITE = ("D. Niizumi, D. Takeuchi, Y. Ohishi, N. Harada, K. Kashino, \"Masked Spectrogram Modeling using "
              "Masked Autoencoders for Learning General-purpose Audio Representation\", HEAR: Holistic Evaluation "

@@ -177,7 +177,7 @@ register_family(Family("panns", build_frontend=PANNsLogMel, build_network=Cnn14,
 
 
 # ---- the cards ---------------------------------------------------------------------------------------------------
-_LICENCE = "MIT (Copyright (c) 2020 Qiuqiang Kong; https://github.com/qiuqiangkong/audioset_tagging_cnn/blob/master/LICENSE.MIT)"
+_LICENCE = "MIT (Copyright (c) 2018-2020 Qiuqiang Kong; https://github.com/qiuqiangkong/audioset_tagging_cnn/blob/master/LICENSE.MIT)"
 _CITE = ("Q. Kong, Y. Cao, T. Iqbal, Y. Wang, W. Wang, M. D. Plumbley, \"PANNs: Large-Scale Pretrained Audio "
          "Neural Networks for Audio Pattern Recognition\", IEEE/ACM Transactions on Audio, Speech, and Language "
          "Processing, vol. 28, pp. 2880-2894, 2020.")

@@ -390,23 +390,10 @@ def load_weights(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------------------------
 # the postprocessor's PCA parameters
 # ----------------------------------------------------------------------------------------------
-def _numpy_safe_globals() -> list:
-    """Exactly what unpickling plain numpy float arrays needs (their reconstructor, ndarray, dtype)."""
-    try:
-        from numpy._core.multiarray import _reconstruct          # numpy >= 2
-    except ImportError:                                          # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    allowed = [_reconstruct, np.ndarray, np.dtype] + [type(np.dtype(t)) for t in ("f2", "f4", "f8")]
-    # files written under numpy 1.x name the reconstructor numpy.core.multiarray._reconstruct
-    allowed += [(_reconstruct, "numpy.core.multiarray._reconstruct"),
-                (_reconstruct, "numpy._core.multiarray._reconstruct")]
-    return allowed
-
-
 def _torch_load_numpy(path: Path):
     from ..weights import load_checkpoint
 
-    return load_checkpoint(path, allow=_numpy_safe_globals(), hint=" (numpy arrays allowed)")
+    return load_checkpoint(path)          # numpy arrays are allowed (audio_repr.weights.numpy_safe_globals)
 
 
 def _pca_from_mapping(obj: Mapping, where: str) -> Tuple[torch.Tensor, torch.Tensor]:
