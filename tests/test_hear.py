@@ -295,3 +295,21 @@ def test_a_32k_model_takes_48k_audio_through_the_cards_resampler(tmp_path):
     acc = accumulations(enc)
     assert_same_arithmetic(emb[1], ref.frames, *acc, what="timestamp embeddings")
     assert_same_arithmetic(scene[1], ref.clip, *acc, what="scene embedding")
+
+
+# ---- where the validator is installed (issue 21, item 8) ---------------------------------------------------------
+def test_the_validator_is_in_its_own_extra_and_ci_runs_it():
+    """hearvalidator pulls tensorflow (~1.2 GB): the README's ``.[test]`` leaves it out, the ``hear`` extra has it,
+    and CI's HEAR step installs that extra and runs the real validator, where a missing one fails."""
+    import re
+
+    tomllib = pytest.importorskip("tomllib")                        # Python >= 3.11
+    from conftest import ROOT
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {k: {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in v} for k, v in extras.items()}
+    assert not names["test"] & {"hearvalidator", "tensorflow", "tensorflow-cpu"}
+    assert "hearvalidator" in names["hear"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert '.venv/bin/pip install ".[hear]"' in ci and "AUDIO_REPR_REQUIRE_HEARVALIDATOR=1" in ci
+    assert "tests/test_hear.py -k hearvalidator" in ci
