@@ -8,8 +8,8 @@ tensorflow, so it is not in the ``test`` extra but in ``hear`` (``pip install ".
 without it, except with ``AUDIO_REPR_REQUIRE_HEARVALIDATOR=1`` (CI's HEAR step, ``.ci/run``), where they fail.
 
 A family added to the registry joins by construction: the tests below are parametrised by the registry's
-families, and a family without an entry in ``CHECKPOINTS`` fails them (add one: a model of the family and a
-function saving random weights in the layout its original code saves)."""
+families, and a family without a checkpoint maker (``CHECKPOINTS`` here, or ``HEAR_CHECKPOINT`` in its own
+``tests/test_<family>.py``) fails them."""
 
 import importlib
 import importlib.util
@@ -140,7 +140,8 @@ def _panns(folder, name):
 
 
 #: family -> (one of its models, a function ``(folder, model) -> path`` saving random weights of that model in the
-#: layout the family's original code saves). One entry per registered family: a family added without one fails.
+#: layout the family's original code saves). A family's own test module may give its entry instead, as
+#: ``HEAR_CHECKPOINT = (model, maker)`` in ``tests/test_<family>.py``; a family with neither fails the tests here.
 CHECKPOINTS = {
     "ast": ("ast-speechcommands", _ast),
     "byola": ("byola-v1-512", _byola_v1),
@@ -151,25 +152,36 @@ CHECKPOINTS = {
     "vggish": ("vggish", _vggish),
 }
 FAMILIES = sorted({audio_repr.get_card(n).family for n in audio_repr.list_models()})
+NO_MAKER = ("add a checkpoint maker for it: an entry in CHECKPOINTS in tests/test_hear.py, or HEAR_CHECKPOINT = "
+            "(model, maker) in tests/test_<family>.py, where maker(folder, model) saves random weights in the "
+            "family's original checkpoint layout and returns the path")
+
+
+def checkpoint_maker(family):
+    """``(model, maker)`` of ``family``: ``CHECKPOINTS``, else its test module's ``HEAR_CHECKPOINT``; else None."""
+    if family in CHECKPOINTS:
+        return CHECKPOINTS[family]
+    if Path(__file__).with_name(f"test_{family}.py").is_file():
+        return getattr(importlib.import_module(f"test_{family}"), "HEAR_CHECKPOINT", None)
+    return None
 
 
 def test_every_family_has_a_checkpoint_maker():
-    missing = sorted(set(FAMILIES) - set(CHECKPOINTS))
-    assert not missing, (f"families without a checkpoint maker in tests/test_hear.py CHECKPOINTS: {missing}; add "
-                         f"one per family (a model and a function saving random weights in the original layout)")
+    missing = [f for f in FAMILIES if checkpoint_maker(f) is None]
+    assert not missing, f"families without a checkpoint maker: {missing}; {NO_MAKER}"
     assert not set(CHECKPOINTS) - set(FAMILIES), "CHECKPOINTS names families that are not registered"
-    for family, (name, _) in CHECKPOINTS.items():
+    for family in FAMILIES:
+        name = checkpoint_maker(family)[0]
         assert audio_repr.get_card(name).family == family, (family, name)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def family_checkpoint(request, tmp_path_factory):
     """(model, checkpoint path) of one model of the family: random weights in the original layout."""
-    if request.param not in CHECKPOINTS:
-        pytest.fail(f"family {request.param!r} has no checkpoint maker: add one to CHECKPOINTS in "
-                    f"tests/test_hear.py (a model and a function saving random weights in its original layout)",
-                    pytrace=False)
-    name, make = CHECKPOINTS[request.param]
+    maker = checkpoint_maker(request.param)
+    if maker is None:
+        pytest.fail(f"family {request.param!r} has no checkpoint maker: {NO_MAKER}", pytrace=False)
+    name, make = maker
     return name, make(tmp_path_factory.mktemp(request.param), name)
 
 
