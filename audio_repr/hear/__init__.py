@@ -17,9 +17,8 @@ resampler converts from most simply (the largest common divisor with the model's
 the 32 kHz models (a 3:2 ratio; 44100 Hz would be 441:320). The audio is resampled to the model's rate
 with the card's resampler, exactly as :meth:`~audio_repr.Encoder.embed` does for any input rate.
 
-Timestamps are the model's own frame centres
-in milliseconds, computed from frame indices (no drift); scene embeddings are the clip embeddings
-(time-mean + time-max for most families).
+Timestamps are the model's own frame centres in milliseconds, computed from frame indices (no
+drift); scene embeddings are the clip embeddings (time-mean + time-max for most families).
 """
 
 from __future__ import annotations
