@@ -51,12 +51,11 @@ from torch import nn
 from ..frontends import LogMelSpectrogram
 from ..layers.vit import Block, PatchEmbed
 from ..registry import ModelCard, Normalisation, register
-from ..weights import WeightsError, load_checkpoint, unwrap_state_dict
+from ..weights import WeightsError, _Inert, load_checkpoint, unwrap_state_dict
 from . import register_family
 from .base import Backbone, Family, Tiling
 
-__all__ = ["ATSTLogMel", "FrameATSTNet", "convert_checkpoint", "load_state", "DB_MIN", "DB_MAX", "TOP_DB",
-           "LightningAttributeDict"]
+__all__ = ["ATSTLogMel", "FrameATSTNet", "convert_checkpoint", "load_state", "DB_MIN", "DB_MAX", "TOP_DB"]
 
 #: the original's MinMax bounds (dB) and AmplitudeToDB's floor below the clip's maximum
 DB_MIN, DB_MAX, TOP_DB = -79.6482, 50.6842, 80.0
@@ -161,11 +160,6 @@ class FrameATSTNet(Backbone):
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------
-class LightningAttributeDict(dict):
-    """Stands in for Lightning's ``AttributeDict`` (the class of a checkpoint's ``hyper_parameters``): a plain dict
-    the safe unpickler fills with the saved items, no Lightning code involved."""
-
-
 #: the names Lightning's AttributeDict has had (pytorch_lightning 1.x, lightning_fabric / lightning 2.x)
 _ATTRIBUTE_DICTS = ("pytorch_lightning.utilities.parsing.AttributeDict", "lightning_fabric.utilities.data.AttributeDict",
                     "lightning.fabric.utilities.data.AttributeDict")
@@ -233,10 +227,15 @@ def _linear_to_conv(w: torch.Tensor, tensors: Mapping[str, torch.Tensor]) -> tor
 
 def load_state(path) -> Dict[str, torch.Tensor]:
     """An ATST-Frame Lightning ``.ckpt`` (or a saved encoder state dict) -> :class:`FrameATSTNet`'s state dict,
-    read safely: the Lightning ``AttributeDict`` of ``hyper_parameters`` as a plain dict, other training objects as
-    inert placeholders."""
-    allow = [(LightningAttributeDict, name) for name in _ATTRIBUTE_DICTS]
-    return convert_checkpoint(load_checkpoint(path, allow=allow, inert_others=True))
+    read safely: the Lightning ``AttributeDict`` of ``hyper_parameters`` as the plain dict it derives from, the
+    other training objects (numpy arrays, ...) as inert placeholders; no pickled code runs."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:          # not a zip checkpoint: load_checkpoint says what is wrong
+        names = []
+    allow = [(dict, n) for n in _ATTRIBUTE_DICTS]
+    allow += [(type("Inert", (_Inert,), {}), n) for n in names if n not in _ATTRIBUTE_DICTS]
+    return convert_checkpoint(load_checkpoint(path, allow=allow))
 
 
 register_family(Family("atst", build_frontend=ATSTLogMel, build_network=FrameATSTNet, load_state=load_state))
