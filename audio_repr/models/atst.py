@@ -203,26 +203,20 @@ def convert_checkpoint(obj: Any) -> Dict[str, torch.Tensor]:
     for k, v in tensors.items():
         if k == "mask_embed":                                  # the masked-token embedding of training
             continue
-        if k.startswith("patch_embed.patch_embed."):           # Linear over (p1 p2 c) -> Conv2d [D, 1, p1, p2]
+        if k.startswith("patch_embed.patch_embed."):           # the linear patch projection (reshaped below)
             kind = k.rsplit(".", 1)[1]
             out[f"patch_embed.proj.{kind}"] = v
             continue
         out[k] = v
     w = out.get("patch_embed.proj.weight")
-    if w is not None and w.ndim == 2:
-        out["patch_embed.proj.weight"] = _linear_to_conv(w, tensors)
+    if w is not None and w.ndim == 2:                          # Linear over (p1 p2 c) -> Conv2d [D, 1, p1, p2]
+        hp = obj.get("hyper_parameters")
+        p1 = int(hp.get("patch_h", 64)) if isinstance(hp, Mapping) else 64
+        if w.shape[1] % p1:
+            raise WeightsError(f"ATST patch projection of {w.shape[1]} inputs is not a whole number of "
+                               f"{p1}-bin columns")
+        out["patch_embed.proj.weight"] = w.reshape(w.shape[0], 1, p1, w.shape[1] // p1)
     return out
-
-
-def _linear_to_conv(w: torch.Tensor, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The linear patch projection ``[D, p1 * p2]`` (input order ``(p1 p2 c)``, p1 along mel, p2 along time) as a
-    ``Conv2d`` kernel ``[D, 1, p1, p2]``; the patch height is the whole mel axis (64 in the released models)."""
-    D, K = w.shape
-    n_pos = tensors["pos_embed"].shape[1] - 1
-    for p1 in (64, 128, 80, 32):
-        if K % p1 == 0:
-            return w.reshape(D, 1, p1, K // p1)
-    raise WeightsError(f"ATST patch projection of {K} inputs (after {n_pos} positions): unknown patch shape")
 
 
 def load_state(path) -> Dict[str, torch.Tensor]:
