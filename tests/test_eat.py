@@ -107,6 +107,13 @@ def test_hub_and_fairseq_layouts_give_the_same_weights(saved, tmp_path):
     net.load_state_dict(fair)                                      # strict: every parameter, nothing else
     # the student, not the EMA teacher
     assert torch.equal(fair["blocks.0.attn.qkv.weight"], model.blocks[0].attn.qkv.weight)
+    # a table of another max_length (512 steps here) loads row for row
+    other = Data2VecMulti(seed=7, max_length=512, **SMALL)
+    assert other.modality_encoders["IMAGE"].fixed_positional_encoder.positions.shape[1] == 512 * 8
+    save_file(hub_state(other), str(tmp_path / "short_table.safetensors"))
+    net2 = eat.EATNet(**ARCH)
+    net2.load_state_dict(eat.load_state(tmp_path / "short_table.safetensors"))
+    assert torch.equal(net2.pos_embed, net.pos_embed)
     # a fine-tuned Hub checkpoint's head is dropped
     ft = dict(hub_state(model), **{"model.fc_norm.weight": torch.ones(64), "model.head.weight": torch.zeros(527, 64)})
     save_file(ft, str(tmp_path / "ft.safetensors"))

@@ -135,6 +135,24 @@ class EATNet(Backbone):
         # fbank value 0 before normalising, as the original pads
         self.tiling = Tiling(chunk_frames=self.window_patches * self.patch, pad_value=0.0)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A checkpoint's positional table of another length (its ``max_length``) is taken row for row: the table's
+        row ``8 t + f`` depends on ``(t, f)`` only, so its first rows are this network's; rows it lacks past the
+        first window come from the same formula."""
+        key = prefix + "pos_embed"
+        t = state_dict.get(key)
+        ours = self.pos_embed
+        if (torch.is_tensor(t) and t.ndim == 3 and t.shape[0] == 1 and t.shape[2] == ours.shape[2]
+                and t.shape[1] != ours.shape[1] and t.shape[1] % self.freq_patches == 0 and ours.device.type != "meta"):
+            if t.shape[1] < self.window_patches * self.freq_patches:
+                raise WeightsError(f"the checkpoint's positional table has {t.shape[1] // self.freq_patches} time "
+                                   f"steps, fewer than a {self.window_patches}-patch window")
+            n = min(t.shape[1], ours.shape[1])
+            full = ours.detach().clone()
+            full[:, :n] = t[:, :n].to(full.dtype)
+            state_dict[key] = full
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # ---- geometry ----------------------------------------------------------------------------------
     def out_frames(self, n: int, layer: Optional[str] = None) -> int:
         """One frame per (zero-completed) patch: ``ceil(n / 16)``."""
