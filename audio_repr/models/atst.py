@@ -10,6 +10,9 @@ Hann window, power spectrum, HTK mel without filter normalisation), ``AmplitudeT
 the min-max map is the card's :class:`~audio_repr.registry.Normalisation` (``mean = (min + max) / 2``,
 ``std = (max - min) / 2``), and the 80 dB floor, which needs the clip's maximum, is applied by the network over the
 frames of each row's own length (in normalised units: ``80 * 2 / (max - min)``), so that padding never changes a row.
+Input at other rates is resampled with torchaudio's default (the card's ``sinc_hann``), as audiossl's datasets do.
+``calibrate()`` replaces the MinMax map with a dataset's statistics (not part of the original pipeline); the floor
+stays 80 dB of the card's scale.
 
 Network (:class:`FrameATSTNet`, the original ``FrameAST_base``): 64 x 4 patches (the whole mel axis, 40 ms) by a
 linear projection (here the equivalent ``Conv2d``, the checkpoint's ``[768, 256]`` matrix reshaped to

@@ -8,6 +8,8 @@ window_type='hanning', num_mel_bins=128, dither=0.0, frame_shift=10)``: 25 ms fr
 512-point FFT, 128 Kaldi mels from 20 Hz, snip edges; :class:`~audio_repr.frontends.KaldiFbank`, batched), normalised
 ``(x + 4.268) / (2 * 4.569)``. A clip's fbank is padded with zeros (before normalising) to a multiple of 16 frames,
 as the original's README does (``target_length = ((n_frames + 15) // 16) * 16``).
+Input at other rates is resampled with torchaudio's default (the card's ``sinc_hann``), as ``feature_extract.py``
+does (``torchaudio.functional.resample``).
 
 Network (:class:`EATNet`, fairseq's ``Data2VecMultiModel`` with the image modality as EAT configures it, or the Hub's
 ``EATModel``): 16 x 16 patches of the fbank image ``[time, mel]`` by a ``Conv2d`` (tokens in time order, the 8
