@@ -222,17 +222,29 @@ def convert_checkpoint(obj: Any) -> Dict[str, torch.Tensor]:
     return out
 
 
+def _read(path, allow=()):
+    """``load_checkpoint`` of a training checkpoint: ``allow`` as given, every other global the file names (numpy
+    arrays of a trainer's state, ...) read as an inert placeholder. Where ``load_checkpoint`` allows numpy itself and
+    keeps ``allow`` over its placeholders (``numpy_safe_globals``), that is its ``inert_others``; otherwise the
+    placeholders are listed here, without overriding ``allow``."""
+    from .. import weights
+
+    allow = list(allow)
+    if hasattr(weights, "numpy_safe_globals"):
+        return load_checkpoint(path, allow=allow, inert_others=True)
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:          # safetensors, or not a zip checkpoint: load_checkpoint says what is wrong
+        names = []
+    given = {n for _, n in allow}
+    return load_checkpoint(path, allow=allow + [(type("Inert", (_Inert,), {}), n) for n in names if n not in given])
+
+
 def load_state(path) -> Dict[str, torch.Tensor]:
     """An ATST-Frame Lightning ``.ckpt`` (or a saved encoder state dict) -> :class:`FrameATSTNet`'s state dict,
     read safely: the Lightning ``AttributeDict`` of ``hyper_parameters`` as the plain dict it derives from, the
-    other training objects (numpy arrays, ...) as inert placeholders; no pickled code runs."""
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception:          # not a zip checkpoint: load_checkpoint says what is wrong
-        names = []
-    allow = [(dict, n) for n in _ATTRIBUTE_DICTS]
-    allow += [(type("Inert", (_Inert,), {}), n) for n in names if n not in _ATTRIBUTE_DICTS]
-    return convert_checkpoint(load_checkpoint(path, allow=allow))
+    other training objects as inert placeholders; no pickled code runs."""
+    return convert_checkpoint(_read(path, [(dict, n) for n in _ATTRIBUTE_DICTS]))
 
 
 register_family(Family("atst", build_frontend=ATSTLogMel, build_network=FrameATSTNet, load_state=load_state))

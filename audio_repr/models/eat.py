@@ -274,15 +274,28 @@ def convert_checkpoint(obj: Any) -> Dict[str, torch.Tensor]:
     return out
 
 
-def load_state(path) -> Dict[str, torch.Tensor]:
-    """An EAT / SSLAM checkpoint file (fairseq ``.pt``, the Hub's ``.safetensors`` or ``.bin``) -> :class:`EATNet`'s
-    state dict; the training objects a fairseq file pickles beside the tensors are read as inert placeholders."""
+def _read(path, allow=()):
+    """``load_checkpoint`` of a training checkpoint: ``allow`` as given, every other global the file names (numpy
+    arrays of a trainer's state, ...) read as an inert placeholder. Where ``load_checkpoint`` allows numpy itself and
+    keeps ``allow`` over its placeholders (``numpy_safe_globals``), that is its ``inert_others``; otherwise the
+    placeholders are listed here, without overriding ``allow``."""
+    from .. import weights
+
+    allow = list(allow)
+    if hasattr(weights, "numpy_safe_globals"):
+        return load_checkpoint(path, allow=allow, inert_others=True)
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception:          # safetensors, or not a zip checkpoint: load_checkpoint says what is wrong
         names = []
-    allow = [(type("Inert", (_Inert,), {}), n) for n in names]
-    return convert_checkpoint(load_checkpoint(path, allow=allow))
+    given = {n for _, n in allow}
+    return load_checkpoint(path, allow=allow + [(type("Inert", (_Inert,), {}), n) for n in names if n not in given])
+
+
+def load_state(path) -> Dict[str, torch.Tensor]:
+    """An EAT / SSLAM checkpoint file (fairseq ``.pt``, the Hub's ``.safetensors`` or ``.bin``) -> :class:`EATNet`'s
+    state dict; the training objects a fairseq file pickles beside the tensors are read as inert placeholders."""
+    return convert_checkpoint(_read(path))
 
 
 register_family(Family("eat", build_frontend=KaldiFbank, build_network=EATNet, load_state=load_state))
