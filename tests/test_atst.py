@@ -136,3 +136,16 @@ def test_rows_shorter_than_a_patch_are_refused():
     net = atst.FrameATSTNet(**ARCH)
     with pytest.raises(ValueError, match="needs >= 4 frames"):
         net(torch.zeros(2, 64, 8), torch.tensor([8, 3]))
+
+
+def test_window_edges_never_leave_a_piece_without_a_patch(saved, monkeypatch):
+    """Around the 1000-frame window edges every clip gives floor(frames / 4) frames on one 40 ms grid (the last window
+    takes up to 1003 frames, so none is left with fewer than 4)."""
+    _, path = saved
+    enc = small_load(monkeypatch, path)
+    for frames in (1000, 1001, 1003, 1004, 1007, 2003, 2004, 2007):
+        wav = noise((frames - 1) * 0.01 + 1e-4, seed=frames)          # centred STFT: 1 + samples // 160 frames
+        assert len(wav) // 160 + 1 == frames
+        e = enc.embed(wav, sr=16000)
+        assert e.frames.shape[0] == frames // 4 and torch.isfinite(e.frames).all(), frames
+        assert np.allclose(e.timestamps_ms.numpy(), 15.0 + 40.0 * np.arange(frames // 4))
