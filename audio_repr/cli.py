@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
@@ -538,7 +539,9 @@ def _cmd_tag(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluate import evaluate
+    from .evaluate import SmallDataWarning, evaluate
+
+    warnings.simplefilter("ignore", SmallDataWarning)     # the report below says it, once
 
     if args.C is not None and args.probe != "logistic":
         raise ValueError("--C sets the logistic probe's regularisation: use it with --probe logistic")
@@ -631,12 +634,16 @@ def _model_args(q, default_model=None):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its usage errors in the one form every error of this program has."""
+    """argparse, with its usage errors in the one form every error of this program has: one line
+    ``audio-repr: error: ...`` with a pointer to ``--help`` (not argparse's usage block first)."""
 
     def error(self, message: str):
-        self.print_usage(sys.stderr)
-        where = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
-        self.exit(2, f"audio-repr: error: {where}{message}\n")
+        sub = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        if message.startswith("the following arguments are required: cmd"):
+            message = "a command is needed (list, info, download, embed, tag, evaluate, plot)"
+        where = f"{sub}: " if sub else ""
+        hint = f"audio-repr {sub} --help" if sub else "audio-repr --help"
+        self.exit(2, f"audio-repr: error: {where}{message} (see '{hint}')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -725,26 +732,70 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader of our output went away (``audio-repr info ... | head -1``): stop quietly, as a Unix tool
+        # killed by SIGPIPE does (status 128 + 13), and keep Python from failing again when it flushes at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        sys.stdout.flush()       # --help into a closed pipe: the BrokenPipeError surfaces here, not at exit
+        raise
     from .audio import AudioError
     from .registry import UnknownModelError
     from .weights import WeightsError
 
-    try:
-        return int(args.func(args) or 0)
-    except (UnknownModelError, WeightsError, AudioError, FileNotFoundError, ValueError) as e:   # TaggingError too
-        return _fail(e)
-    except MissingExtraError as e:
-        return _fail(e)
-    except OSError as e:     # permissions, a full disk, a path that is a file: the user's to fix
-        return _fail(e)
-    except BrokenPipeError:  # output piped into head & co.: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        print("audio-repr: interrupted (finished outputs are kept; run the same command again to resume)",
-              file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        _console_warnings(quiet=getattr(args, "quiet", False))
+        try:
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            raise
+        except (UnknownModelError, WeightsError, AudioError, FileNotFoundError, ValueError) as e:   # TaggingError too
+            return _fail(e)
+        except MissingExtraError as e:
+            return _fail(e)
+        except OSError as e:     # permissions, a full disk, a path that is a file: the user's to fix
+            return _fail(e)
+        except KeyboardInterrupt:
+            print("audio-repr: interrupted (finished outputs are kept; run the same command again to resume)",
+                  file=sys.stderr)
+            return 130
+
+
+def _console_warnings(quiet: bool) -> None:
+    """Warnings of this library as one line each, ``audio-repr: warning: ...`` (no file:line nor source line);
+    ``--quiet`` silences the ones about the data (truncated files). Others keep Python's form. Called inside
+    ``warnings.catch_warnings()``; reader processes forked later inherit it."""
+    from .audio import TruncatedAudioWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not category.__module__.startswith("audio_repr"):
+            return default(message, category, filename, lineno, file, line)
+        text = f"audio-repr: warning: {message}"
+        try:
+            try:
+                from tqdm import tqdm
+
+                tqdm.write(text, file=file or sys.stderr)     # on its own line, not into a progress bar's
+            except ImportError:  # pragma: no cover
+                print(text, file=file or sys.stderr)
+        except OSError:
+            pass
+
+    warnings.showwarning = show
+    if quiet:
+        warnings.simplefilter("ignore", TruncatedAudioWarning)
 
 
 class MissingExtraError(ImportError):
