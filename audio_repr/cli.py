@@ -577,11 +577,21 @@ def _cmd_plot(args) -> int:
         _require("sklearn", "plot", "scikit-learn")
     from .plot import plot_file, plot_map
 
+    if not args.map:
+        given = [o for o, v in (("--limit", args.limit), ("--file-column", args.file_column != "file"),
+                                ("--label-column", args.label_column != "label"), ("--audio-dir", args.audio_dir)) if v]
+        if given:
+            raise ValueError(f"{', '.join(given)}: for the map of a CSV; add --map")
     _check_model_args(args)
+    if args.map:
+        from .evaluate import read_dataset
+
+        read_dataset(args.input, file_column=args.file_column, label_column=args.label_column)   # before loading
     enc = _load_for(args)
     if args.map:
         path = plot_map(enc, args.input, args.out, layers=args.layers, method=args.method,
-                        cache=Path(args.cache) if args.cache else None, limit=args.limit)
+                        cache=Path(args.cache) if args.cache else None, limit=args.limit,
+                        file_column=args.file_column, label_column=args.label_column, audio_dir=args.audio_dir)
     else:
         path = plot_file(enc, args.input, args.out, layers=args.layers)
     print(path)
@@ -622,6 +632,16 @@ def _seed_list(text: str) -> List[int]:
     if len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"a seed is repeated in {text!r}")
     return seeds
+
+
+def _column_args(q, prefix: str = "") -> None:
+    """The CSV's column options (evaluate, plot --map)."""
+    q.add_argument("--file-column", default="file", metavar="NAME",
+                   help=f"{prefix}the CSV column of audio paths (default file)")
+    q.add_argument("--label-column", default="label", metavar="NAME",
+                   help=f"{prefix}the CSV column of labels (default label)")
+    q.add_argument("--audio-dir", metavar="DIR", help=f"{prefix}folder the CSV's paths are relative to (relative "
+                   "to the CSV's folder; default that folder)")
 
 
 def _model_args(q, default_model=None):
@@ -704,10 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--C", type=float, default=None, help="inverse L2 strength of --probe logistic (default 1.0)")
     q.add_argument("--seeds", type=_seed_list, default=None, metavar="S1,S2,...",
                    help="probe seeds (and random draws with --random-init); default 42,43,44")
-    q.add_argument("--file-column", default="file", metavar="NAME", help="the CSV column of audio paths (default file)")
-    q.add_argument("--label-column", default="label", metavar="NAME", help="the CSV column of labels (default label)")
-    q.add_argument("--audio-dir", metavar="DIR",
-                   help="folder the CSV's paths are relative to (relative to the CSV's folder; default that folder)")
+    _column_args(q)
     q.add_argument("--batch-size", type=_positive_int, default=32)
     q.add_argument("--cache", help="folder to cache the embeddings in")
     q.add_argument("--json", help="also write the result as JSON")
@@ -725,7 +742,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", "-o", required=True, help="PNG to write")
     q.add_argument("--map", action="store_true", help="2-D map of the CSV's clip embeddings coloured by label")
     q.add_argument("--method", choices=["pca", "tsne"], default="tsne")
-    q.add_argument("--limit", type=int, help="use only the first N rows of the CSV")
+    q.add_argument("--limit", type=_positive_int, metavar="N",
+                   help="--map: at most N clips, drawn across the classes (every class present when N >= their count)")
+    _column_args(q, "--map: ")
     q.add_argument("--cache", help="folder to cache the embeddings in")
     q.set_defaults(func=_cmd_plot)
     return p
