@@ -477,3 +477,37 @@ def test_evaluate_says_small_data_once_and_short(tmp_path):
     line = next(line for line in both.splitlines() if "small data" in line)
     assert line.startswith("  warning: small data: some class has only 2 training rows") and len(line) < 300, line
     assert "in 2 of 2 folds" in line and "and 8 more" in line
+
+
+def test_a_bytes_path_is_a_path_and_file_contents_are_told_apart(tmp_path):
+    """``embed(b"/x.wav")`` said 'a waveform array needs its input sample rate'. Bytes are a path, as for
+    ``open``; bytes that are a file's contents get a message saying so."""
+    import os
+
+    import pytest
+
+    import audio_repr
+    from audio_repr.audio import AudioError, load_audio
+
+    sf.write(tmp_path / "a.wav", chirp(1.0), 16000)
+    enc = audio_repr.load("byola-v1-512", pretrained=False)
+    path = os.fsencode(tmp_path / "a.wav")
+    assert torch.equal(load_audio(path)[0], load_audio(tmp_path / "a.wav")[0])
+    assert torch.equal(enc.embed(path).clip, enc.embed(str(tmp_path / "a.wav")).clip)
+    with pytest.raises(AudioError, match="look like the contents of an audio file, not a path"):
+        enc.embed((tmp_path / "a.wav").read_bytes())
+    with pytest.raises(FileNotFoundError, match="nope.wav"):
+        enc.embed(os.fsencode(tmp_path / "nope.wav"))
+
+
+def test_plot_map_options_and_their_mistakes(tmp_path):
+    """plot --map takes evaluate's column options; --limit and the column options without --map are refused,
+    as is a --label-column the CSV lacks (before the model is loaded)."""
+    sf.write(tmp_path / "a.wav", chirp(1.0), 16000)
+    (tmp_path / "m.csv").write_text("filename,category\na.wav,x\n")
+    base = ["plot", "-m", "byola-v1-512", "--random-init", "-o", tmp_path / "p.png"]
+    r = run(*base, tmp_path / "a.wav", "--limit", "5", check=False)
+    _one_line_error(r, "--limit: for the map of a CSV; add --map")
+    r = run(*base, tmp_path / "m.csv", "--map", "--file-column", "filename", "--label-column", "label", check=False)
+    _one_line_error(r, "missing 'label'")
+    assert not (tmp_path / "p.png").exists()
