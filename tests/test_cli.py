@@ -511,3 +511,15 @@ def test_plot_map_options_and_their_mistakes(tmp_path):
     r = run(*base, tmp_path / "m.csv", "--map", "--file-column", "filename", "--label-column", "label", check=False)
     _one_line_error(r, "missing 'label'")
     assert not (tmp_path / "p.png").exists()
+
+
+def test_readme_and_api_reference_say_what_a_new_user_looked_for():
+    """The README never named the [plot] extra that `plot` asks for; Embedding.load, to_numpy and layer() had
+    no entry in the API reference (its examples run in test_docs)."""
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install 'audio-repr[plot]'" in readme
+    api = (ROOT / "docs" / "api.md").read_text()
+    section = api.split("## `Embedding`")[1].split("\n## ")[0]
+    for name in ("emb.layer(name)", "emb.to_numpy()", "Embedding.load(path)", "emb.save(path)"):
+        assert name in section, name
+    assert ">>> " in section
