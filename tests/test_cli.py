@@ -410,7 +410,22 @@ def test_readme_first_command_embeds_the_shipped_example(tmp_path, monkeypatch):
 # issue 21 (what a new user hit): usage errors, a closed pipe, warnings on the console, -q
 # =====================================================================================================
 
-def test_usage_errors_are_one_line_with_a_help_hint(tmp_path):
+def _main(capsys, *argv):
+    """``audio-repr ARGV`` in this process (fast: no interpreter start): (status, stdout, stderr)."""
+    from types import SimpleNamespace
+
+    from audio_repr.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:              # argparse's exits
+        code = e.code
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
+def test_usage_errors_are_one_line_with_a_help_hint(tmp_path, capsys):
     """argparse printed its usage block (6 lines for embed) before the one line that says what is wrong."""
     cases = [(("embed", tmp_path / "a.wav", "--model"), "embed: argument --model/-m: expected one argument",
               "'audio-repr embed --help'"),
@@ -419,7 +434,7 @@ def test_usage_errors_are_one_line_with_a_help_hint(tmp_path):
              (("plot", "x.csv", "-m", "byola-v1-512", "-o", "m.png", "--method", "umap"), "invalid choice: 'umap'",
               "'audio-repr plot --help'")]
     for argv, what, hint in cases:
-        r = run(*argv, check=False)
+        r = _main(capsys, *argv)
         assert r.returncode == 2 and r.stdout == "", r
         lines = r.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("audio-repr: error: "), r.stderr
@@ -500,15 +515,15 @@ def test_a_bytes_path_is_a_path_and_file_contents_are_told_apart(tmp_path):
         enc.embed(os.fsencode(tmp_path / "nope.wav"))
 
 
-def test_plot_map_options_and_their_mistakes(tmp_path):
+def test_plot_map_options_and_their_mistakes(tmp_path, capsys):
     """plot --map takes evaluate's column options; --limit and the column options without --map are refused,
     as is a --label-column the CSV lacks (before the model is loaded)."""
     sf.write(tmp_path / "a.wav", chirp(1.0), 16000)
     (tmp_path / "m.csv").write_text("filename,category\na.wav,x\n")
     base = ["plot", "-m", "byola-v1-512", "--random-init", "-o", tmp_path / "p.png"]
-    r = run(*base, tmp_path / "a.wav", "--limit", "5", check=False)
+    r = _main(capsys, *base, tmp_path / "a.wav", "--limit", "5")
     _one_line_error(r, "--limit: for the map of a CSV; add --map")
-    r = run(*base, tmp_path / "m.csv", "--map", "--file-column", "filename", "--label-column", "label", check=False)
+    r = _main(capsys, *base, tmp_path / "m.csv", "--map", "--file-column", "filename", "--label-column", "label")
     _one_line_error(r, "missing 'label'")
     assert not (tmp_path / "p.png").exists()
 
