@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..audio import AudioError, check_sample_rate, get_resampler, load_audio, to_mono_tensor
+from ..audio import AudioError, as_path, check_sample_rate, get_resampler, load_audio, to_mono_tensor
 from ..fusion import LayerSpec, fuse, mean_max_pool, resolve_layers
 from ..models.base import Backbone, Tiling
 from ..registry import ModelCard, Normalisation
@@ -256,7 +256,7 @@ class Encoder(nn.Module):
         out = []
         for i, (item, rate) in enumerate(zip(items, rates)):
             name = f"audio[{i}]" if not single else "audio"
-            is_file = isinstance(item, (str, os.PathLike))
+            is_file = isinstance(item, (str, bytes, os.PathLike))     # bytes: a path as os.fsencode gives it
             if rate is not None:
                 if is_file and per_item:
                     raise AudioError(f"{name}: a file is read at the file's own sample rate (from its header), so "
@@ -266,6 +266,7 @@ class Encoder(nn.Module):
                 except AudioError as e:
                     raise AudioError(f"{name}: {e}; {model_rate}") from None
             if is_file:
+                item = as_path(item, name)
                 name = source = str(item)
                 wav, in_sr = load_audio(item)
                 wav = to_mono_tensor(wav, name)
