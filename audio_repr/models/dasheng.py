@@ -137,8 +137,10 @@ class AudioTransformer(Backbone):
             self.layer_dims["logits"] = int(num_classes)
         self.layer_strides: Dict[str, int] = OrderedDict((n, pt) for n in self.layer_dims)
         self.min_frames = pt
-        # the original's chunks: each encoded alone, the last one at its own length
-        self.tiling = Tiling(chunk_frames=self.chunk_patches * pt)
+        # the original's chunks: each encoded alone, the last one at its own length; each also reads the pt - 1
+        # frames after it (never a whole patch: unused), so that the last one always holds a patch (a clip of
+        # 1008 k + 1..3 frames has no patch past its k chunks)
+        self.tiling = Tiling(chunk_frames=self.chunk_patches * pt, overlap_frames=pt - 1)
 
     def out_frames(self, n: int, layer: Optional[str] = None) -> int:
         """One frame per whole patch: ``floor(n / patch_t)``."""
@@ -189,14 +191,36 @@ class AudioTransformer(Backbone):
             t = t[:, 0] if Fp == 1 else t.mean(dim=1)
             return t.reshape(B, n * w, C)[:, :P]
 
+        token = self.clip_pooling == "token"
+        if token:   # each row's clip vectors: the mean of its real tokens per chunk, chunks weighted by their patches
+            keep = (mask[:, 0, 0, :].to(h.dtype) if mask is not None else h.new_ones(h.shape[:2]))   # [B*n, L]
+            cols = torch.tensor(patches, device=h.device, dtype=h.dtype).view(B, 1)
+            share = (cols - torch.arange(n, device=h.device, dtype=h.dtype).view(1, n) * w).clamp(0, w) / cols
+
+            def chunk_means(t: torch.Tensor) -> torch.Tensor:             # [B*n, L, C] -> [B*n, C]
+                if mask is None:
+                    return t.mean(dim=1)
+                return (t * keep[..., None]).sum(dim=1) / keep.sum(dim=1, keepdim=True)
+
+            def over_chunks(c: torch.Tensor) -> torch.Tensor:             # [B*n, C] -> [B, C]
+                return c if n == 1 else (c.reshape(B, n, -1) * share[..., None]).sum(dim=1)
+
         outs = LayerOutputs()
+        outs.clip = OrderedDict() if token else None
         for i, blk in enumerate(self.blocks):
             h = blk(h, mask)
             outs[f"block{i + 1}"] = frames(h)
+            if token:
+                outs.clip[f"block{i + 1}"] = over_chunks(chunk_means(h))
         h = self.norm(h)
-        outs["output"] = frames(h)
+        outs["output"] = out = frames(h)
+        if token:
+            pooled = chunk_means(h)
+            outs.clip["output"] = over_chunks(pooled)
         if self.outputlayer is not None:
-            outs["logits"] = frames(self.outputlayer(h))
+            outs["logits"] = self.outputlayer(out)          # on each step's mean token (CED's 'dm' frames)
+            if token:   # the classifier on each chunk's mean token (CED's clip logits)
+                outs.clip["logits"] = over_chunks(self.outputlayer(pooled))
         return outs
 
 
@@ -318,14 +342,19 @@ class DashengNet(AudioTransformer):
 _BN = "init_bn.1."
 
 
-def convert_state(state: Mapping) -> Dict[str, torch.Tensor]:
+def convert_state(state: Mapping, prefixes: Sequence[str] = ()) -> Dict[str, torch.Tensor]:
     """The original encoder's state dict (``front_end.*`` buffers, ``init_bn.1.*``, ``patch_embed.proj.*``, the
-    positional embeddings, ``blocks.N.*``, ``norm.*``, CED's ``outputlayer.*``) -> :class:`AudioTransformer`'s."""
+    positional embeddings, ``blocks.N.*``, ``norm.*``, CED's ``outputlayer.*``) -> :class:`AudioTransformer`'s;
+    ``prefixes`` (e.g. a Hugging Face port's ``encoder.``) are removed first."""
     out: Dict[str, torch.Tensor] = {}
     for k, v in state.items():
         if not isinstance(k, str) or not torch.is_tensor(v):
             continue
         k = k[len("module."):] if k.startswith("module.") else k
+        for p in prefixes:
+            if k.startswith(p):
+                k = k[len(p):]
+                break
         if k.startswith("front_end.") or k.startswith("decoder.") or k == "mask_token":
             continue
         if k.startswith(_BN):
