@@ -120,12 +120,14 @@ class AudioTransformer(Backbone):
         if embed_dim % num_heads:
             raise ValueError(f"embedding size {embed_dim} is not divisible by {num_heads} heads")
         self.n_mels, self.patch_size, self.embed_dim = int(n_mels), (pf, pt), int(embed_dim)
-        self.f_patches, self.chunk_patches = self.n_mels // pf, int(target_length) // pt
+        self.freq_patches, self.chunk_patches = self.n_mels // pf, int(target_length) // pt
         self.target_length = int(target_length)
+        self.grid = (self.freq_patches, self.chunk_patches)      # (frequency, time) patches of a whole chunk
+        self.use_cls_token = False                              # no [CLS] token: frames and clip from the patches
         self.init_bn = nn.BatchNorm1d(self.n_mels, momentum=0.01)
         self.patch_embed = _PatchEmbed(embed_dim, (pf, pt))
         self.time_pos_embed = nn.Parameter(torch.randn(1, embed_dim, 1, self.chunk_patches) * 0.02)
-        self.freq_pos_embed = nn.Parameter(torch.randn(1, embed_dim, self.f_patches, 1) * 0.02)
+        self.freq_pos_embed = nn.Parameter(torch.randn(1, embed_dim, self.freq_patches, 1) * 0.02)
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, int(embed_dim * mlp_ratio), norm_eps, qkv_bias,
                                            init_values) for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
@@ -153,7 +155,7 @@ class AudioTransformer(Backbone):
         if x.ndim != 3 or x.shape[1] != self.n_mels:
             raise ValueError(f"expected dB mel features [B, {self.n_mels}, T], got shape {tuple(x.shape)}")
         B, _, T = x.shape
-        pt, W, Fp, D = self.patch_size[1], self.chunk_patches, self.f_patches, self.embed_dim
+        pt, W, Fp, D = self.patch_size[1], self.chunk_patches, self.freq_patches, self.embed_dim
         lens = [int(v) for v in lengths.tolist()] if lengths is not None else [T] * B
         patches = [min(n, T) // pt for n in lens]
         if min(patches) < 1:
@@ -183,7 +185,7 @@ class AudioTransformer(Backbone):
         meaningful."""
         B = x.shape[0]
         h, mask, n, w, patches = self.tokens(x, lengths)
-        P, Fp, D = max(patches), self.f_patches, self.embed_dim
+        P, Fp, D = max(patches), self.freq_patches, self.embed_dim
 
         def frames(t: torch.Tensor) -> torch.Tensor:                     # [B*n, F'*w, C] -> [B, P, C]
             C = t.shape[-1]
