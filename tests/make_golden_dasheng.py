@@ -41,6 +41,9 @@ def original(kind: str, tmp: Path):
     for k, v in fresh.state_dict().items():
         if k.startswith("front_end."):
             ck["model"][k] = v.clone()
+    # the trainer's run folder (a PosixPath) as text: the original's torch.load (weights_only by default since torch
+    # 2.6) refuses classes; the config's other keys, and so the outputs, are unchanged
+    ck["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in ck["config"].items()}
     path = tmp / f"{kind}.pt"
     torch.save(ck, path)
     return Dasheng.from_pretrained(str(path), **over).eval()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
@@ -107,7 +108,9 @@ def trainer_config(model: str = "dasheng_base", target_length: int = 1008) -> Di
         decay_frac=0.1, optimizer="AdamW8bit", optimizer_args=dict(lr=0.0003, weight_decay=0.01), epochs=100,
         epoch_length=15000, batch_size=256, n_saved=4, num_workers=16, resampled=True, crop_shuffle=512,
         chunk_length=10.0, sample_rate=16000, valid_every=1, score_function=("Loss", -1.0),
-        average_final_model=True)
+        average_final_model=True,
+        # dataclasses.asdict keeps the run folder as a pathlib object: pickled as a class, not a plain value
+        outputdir=Path("experiments") / model / model / "2024-01-01_00-00_0123456789abcdef")
 
 
 #: the test variants: (name, encoder_state kwargs, config, the original's variant overrides)

@@ -218,8 +218,8 @@ def test_wrong_width_is_refused_by_shape(tmp_path):
 
 
 # ---- the large models: shapes only --------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, dim, depth, params", [("dasheng-base", 768, 12, 86e6), ("dasheng-0.6b", 1280, 32, 630e6),
-                                                      ("dasheng-1.2b", 1536, 40, 1.14e9)])
+@pytest.mark.parametrize("name, dim, depth, params", [("dasheng-base", 768, 12, 86e6), ("dasheng-06b", 1280, 32, 630e6),
+                                                      ("dasheng-12b", 1536, 40, 1.14e9)])
 def test_sizes_on_the_meta_device(name, dim, depth, params):
     table = layer_table(name)
     assert list(table) == [f"block{i + 1}" for i in range(depth)] + ["output"]

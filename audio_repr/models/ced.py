@@ -97,9 +97,9 @@ def load_state(path) -> Dict[str, torch.Tensor]:
     if path.is_dir():
         for name in ("model.safetensors", "pytorch_model.bin"):
             if (path / name).is_file():
-                return convert_checkpoint(load_checkpoint(path / name))
+                return convert_checkpoint(load_checkpoint(path / name, inert_others=True))
         raise WeightsError(f"{path}: no model.safetensors or pytorch_model.bin in this folder")
-    return convert_checkpoint(load_checkpoint(path))
+    return convert_checkpoint(load_checkpoint(path, inert_others=True))
 
 
 register_family(Family("ced", build_frontend=build_frontend, build_network=CEDNet, load_state=load_state))

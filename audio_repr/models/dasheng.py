@@ -1,6 +1,7 @@
 """Dasheng (Dinkel et al., "Scaling up masked audio encoder learning for general audio classification", Interspeech
 2024; ``RicherMans/Dasheng``, the ``dasheng`` package, Apache-2.0): masked-autoencoder ViTs trained on 272k hours of
-general audio, ``dasheng-base`` (86 M parameters), ``dasheng-0.6b`` and ``dasheng-1.2b``, every block exposed.
+general audio, ``dasheng-base`` (86 M parameters), ``dasheng-06b`` (0.6 B) and ``dasheng-12b`` (1.2 B; named as the
+original's ``dasheng_06B`` / ``dasheng_12B``: a dot cannot be in a HEAR module's name), every block exposed.
 
 Front end (:class:`~audio_repr.frontends.decibel.DecibelMelSpectrogram`): torchaudio's ``MelSpectrogram`` (16 kHz,
 ``n_fft`` 512, window 512, hop 160, 64 HTK mels 0-8000 Hz, centred, power) in dB with ``top_db = 120``, the floor
@@ -388,7 +389,7 @@ def convert_checkpoint(obj: Any) -> Dict[str, torch.Tensor]:
 
 def load_state(path) -> Dict[str, torch.Tensor]:
     """A Dasheng checkpoint file -> :class:`DashengNet`'s state dict (see :func:`convert_checkpoint`)."""
-    return convert_checkpoint(load_checkpoint(path))
+    return convert_checkpoint(load_checkpoint(path, inert_others=True))
 
 
 def build_frontend(**kwargs) -> DecibelMelSpectrogram:
@@ -409,9 +410,9 @@ _CITE = ("H. Dinkel, Z. Yan, Y. Wang, J. Zhang, Y. Wang, B. Wang, \"Scaling up m
 for _name, _file, _dim, _depth, _heads, _params, _scores in [
     ("dasheng-base", "dasheng_base.pt", 768, 12, 12, "86 M",
      {"HEAR env": 80.2, "HEAR speech": 72.5, "HEAR music": 84.0, "ESC-50 (kNN)": 61.9, "VoxCeleb1 (kNN)": 34.21}),
-    ("dasheng-0.6b", "dasheng_06b.pt", 1280, 32, 16, "600 M",
+    ("dasheng-06b", "dasheng_06b.pt", 1280, 32, 16, "600 M",
      {"HEAR env": 82.4, "HEAR speech": 74.9, "HEAR music": 84.0, "ESC-50 (kNN)": 66.55, "VoxCeleb1 (kNN)": 37.78}),
-    ("dasheng-1.2b", "dasheng_12b.pt", 1536, 40, 24, "1.2 B",
+    ("dasheng-12b", "dasheng_12b.pt", 1536, 40, 24, "1.2 B",
      {"HEAR env": 83.2, "HEAR speech": 75.7, "HEAR music": 84.9, "ESC-50 (kNN)": 68.55, "VoxCeleb1 (kNN)": 39.39}),
 ]:
     register(ModelCard(
