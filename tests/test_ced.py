@@ -141,3 +141,20 @@ def test_cards_and_sizes(name, dim, params):
     assert abs(n - params) < 0.1 * params, n
     card = audio_repr.get_card(name)
     assert card.labels == "audioset" and "Apache-2.0" in card.licence and "GPL" in card.licence
+
+
+def test_hearvalidator_passes_ced_tiny(tmp_path):
+    """The HEAR module of ced-tiny with weights in the released layout passes hear-eval-kit's validator."""
+    import importlib
+    import warnings
+
+    validate = pytest.importorskip("hearvalidator.validate")
+    from audio_repr.hear import module_name
+
+    path = tmp_path / "audiotransformer_tiny_mAP_4814.pt"
+    torch.save(R.ced_checkpoint("tiny"), path)
+    mod = importlib.import_module(module_name("ced-tiny"))
+    assert mod.scene_embedding_size == 192 and mod.sample_rate == 16000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the > 50 ms hop advice is a warning, not a failure
+        validate.ValidateModel(module_name("ced-tiny"), str(path), device="cpu")()
