@@ -5,7 +5,8 @@ and, when asked, bfloat16), the front end's share of the time, the same-run rati
 (VGGish: torchvggish's pipeline; AST: the transformers feature extractor + ASTModel; PANNs: panns_inference's
 Cnn14 — all one clip at a time with the same weights; BYOL-A, MSM-MAE, EfficientAT: a per-clip loop over our own
 modules, the way the original runtimes work: front end, normalisation and network one clip at a
-time), and the peak RSS growth while embedding one long WAV file by its path (10 and 60 minutes; at
+time; Dasheng, CED: their original code in another Python, --peer-python), and the peak RSS growth while
+embedding one long WAV file by its path (10 and 60 minutes; at
 the model's rate, mono, unless --memory-sr / --memory-channels say otherwise) in a fresh process.
 
     python benchmarks/bench_models.py --models byola-v1-512 byola-v2-2048 --clips 32 \
@@ -193,6 +194,52 @@ def load_with_peer(name, device, dtype=None):
     return enc, "per-clip loop of our modules", lambda clips: (lambda: per_clip_loop(enc, clips))
 
 
+# The originals of Dasheng (the ``dasheng`` package) and CED (RicherMans/CED, GPL-3.0, run from a checkout) need
+# torchaudio, which has no release for every torch: they run in another Python (--peer-python), timed there on the
+# same clips, one clip at a time as their own entry points do (``model(wav[None])``), with their own random weights.
+PEER_SCRIPT = """
+import sys, time, torch
+torch.set_num_threads({threads})
+clips = torch.load({clips!r})
+kind, cfg = {kind!r}, {cfg!r}
+if kind == "dasheng":
+    from dasheng.pretrained.pretrained import Dasheng
+    model = Dasheng(**cfg).eval()
+else:
+    sys.path.insert(0, {checkout!r})
+    from models.audiotransformer import AudioTransformer
+    model = AudioTransformer(outputdim=527, patch_size=16, mlp_ratio=4, **cfg).eval()
+def run():
+    with torch.inference_mode():
+        for c in clips:
+            model(c[None])
+run()
+best = float("inf")
+for _ in range({repeat}):
+    t = time.perf_counter()
+    run()
+    best = min(best, time.perf_counter() - t)
+print(best)
+"""
+
+
+def original_in_other_python(name, clips, args):
+    """Seconds the original takes for ``clips`` (best of ``args.repeat``), timed in ``args.peer_python``."""
+    import tempfile
+
+    card = audio_repr.get_card(name)
+    a = card.arch
+    cfg = dict(embed_dim=a["embed_dim"], depth=a["depth"], num_heads=a["num_heads"])
+    with tempfile.TemporaryDirectory() as d:
+        torch.save([c.cpu() for c in clips], Path(d) / "clips.pt")
+        script = PEER_SCRIPT.format(threads=torch.get_num_threads(), clips=str(Path(d) / "clips.pt"),
+                                    kind=card.family, cfg=cfg, checkout=args.ced_checkout or "", repeat=args.repeat)
+        out = subprocess.run([args.peer_python, "-c", script], capture_output=True, text=True, timeout=7200)
+    if out.returncode:
+        raise RuntimeError(f"the original {card.family} failed in {args.peer_python}: {out.stderr[-2000:]}")
+    return float(out.stdout.split()[-1])
+
+
 def frontend_only(enc, clips):
     with torch.inference_mode():
         for i in range(0, len(clips), 32):
@@ -265,11 +312,16 @@ def peak_memory_mb(name, minutes, threads, sr=None, channels=1):
 def bench_model(name, args):
     rows = []
     enc, peer_name, make_peer = load_with_peer(name, args.device)
+    family = enc.card.family
+    if args.peer_python and args.device == "cpu" and (family == "dasheng" or (family == "ced" and args.ced_checkout)):
+        peer_name = f"the original {'dasheng package' if family == 'dasheng' else 'CED code'}, per clip"
+        make_peer = lambda clips: (lambda: original_in_other_python(name, clips, args))   # noqa: E731
     sr = enc.sample_rate
     g = torch.Generator().manual_seed(0)
     clips = [(0.1 * torch.randn(int(sr * args.seconds), generator=g)).to(args.device) for _ in range(args.clips)]
     audio_s = args.clips * args.seconds
-    t_peer = timeit(make_peer(clips), args.device, args.repeat)
+    peer = make_peer(clips)
+    t_peer = peer() if peer_name.startswith("the original") else timeit(peer, args.device, args.repeat)
     t_fe = timeit(lambda: frontend_only(enc, clips), args.device, args.repeat)
     for dtype in args.dtypes:
         e = enc if dtype == "float32" else load_with_peer(name, args.device, getattr(torch, dtype))[0]
@@ -323,6 +375,9 @@ def main(argv=None):
     p.add_argument("--json", default=None)
     p.add_argument("--markdown", default=None, help="append the table to this file (docs/benchmarks.md)")
     p.add_argument("--memory-only", action="store_true", help="only the long-file memory measurement")
+    p.add_argument("--peer-python", default=None, help="a Python with the original dasheng package and torchaudio "
+                   "(Dasheng's and CED's peers; see tests/make_golden_dasheng.py)")
+    p.add_argument("--ced-checkout", default=None, help="a checkout of RicherMans/CED (its models/ folder), for CED")
     args = p.parse_args(argv)
     results = []
     if args.memory_only:

@@ -4,6 +4,8 @@
   torchaudio; MSM-MAE: Slaney mel as nnAudio);
 * :class:`~audio_repr.frontends.kaldi.KaldiFbank`: Kaldi ``compute-fbank-feats`` (AST);
 * :class:`~audio_repr.frontends.vggish.VGGishLogMel`: VGGish's log-mel examples;
+* :class:`~audio_repr.frontends.decibel.DecibelMelSpectrogram`: torchaudio's mel spectrogram in dB with a floor
+  ``top_db`` below the clip's loudest value (Dasheng, CED);
 * :func:`~audio_repr.frontends.filterbanks.mel_filterbank`: the one mel filterbank builder they share.
 """
 
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FrontEnd", "LogMelSpectrogram", "KaldiFbank", "VGGishLogMel", "MelStyle", "STYLES", "mel_filterbank",
+__all__ = ["FrontEnd", "LogMelSpectrogram", "DecibelMelSpectrogram", "KaldiFbank", "VGGishLogMel", "MelStyle", "STYLES", "mel_filterbank",
            "htk_mel_filterbank", "slaney_mel_filterbank", "kaldi_mel_filterbank", "vggish_mel_matrix"]
 
 
@@ -39,7 +41,9 @@ class FrontEnd(nn.Module, abc.ABC):
     that give at least ``k`` frames: ``frames_for(min_samples(k)) >= k > frames_for(min_samples(k) - 1)``),
     ``edge_pad(wav)`` (prepares one clip at its own length: centre padding, mean removal...),
     ``window_frames(padded, start, stop)`` (frames ``start..stop-1`` of prepared waveforms; computing
-    a long clip piece by piece gives the whole-clip frames) and ``forward(wavs, lengths)`` (a
+    a long clip piece by piece gives the whole-clip frames), ``clip_reference(padded)`` / ``apply_reference(frames,
+    refs)`` (what frames depend on beyond their own samples, from the whole clip: nothing by default) and
+    ``forward(wavs, lengths)`` (a
     zero-padded batch, each clip prepared at its true length; frames past a clip's own
     ``frames_for(length)`` are not meaningful).
     """
@@ -83,6 +87,18 @@ class FrontEnd(nn.Module, abc.ABC):
     def window_frames(self, padded: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Frames ``start..stop-1`` of prepared waveforms ``padded`` [B, M] (zeros past their end) -> [B, n_mels, T]."""
 
+    def clip_reference(self, padded: torch.Tensor) -> Optional[torch.Tensor]:
+        """What every frame of one clip depends on beyond its own samples, from the whole clip prepared by
+        ``edge_pad`` (``[M]``), e.g. the loudest frame a decibel floor is relative to
+        (:class:`~audio_repr.frontends.decibel.DecibelMelSpectrogram`); ``None`` (the default): nothing, a frame
+        depends on its own samples only."""
+        return None
+
+    def apply_reference(self, frames: torch.Tensor, refs: Sequence[Optional[torch.Tensor]]) -> torch.Tensor:
+        """``window_frames`` output ``[B, n_mels, T]`` of rows taken from clips whose ``clip_reference`` are
+        ``refs`` (one per row) -> the features (the default: unchanged)."""
+        return frames
+
     def forward(self, wavs: torch.Tensor, lengths: Optional[Sequence[int]] = None) -> torch.Tensor:
         """[B, N] (zero-padded, true ``lengths``) -> [B, n_mels, frames_for(N)]."""
         if wavs.ndim == 1:
@@ -93,7 +109,8 @@ class FrontEnd(nn.Module, abc.ABC):
         prepared = wavs.new_zeros((wavs.shape[0], max([n] + [c.shape[-1] for c in clips])))
         for i, c in enumerate(clips):
             prepared[i, : c.shape[-1]] = c
-        return self.window_frames(prepared, 0, self.frames_for(n))
+        return self.apply_reference(self.window_frames(prepared, 0, self.frames_for(n)),
+                                    [self.clip_reference(c) for c in clips])
 
     # --- shared geometry for subclasses --------------------------------------------------------
     def _whole_frames(self, n_samples: int) -> int:
@@ -127,3 +144,4 @@ from .logmel import LogMelSpectrogram  # noqa: E402
 from .vggish import VGGishLogMel  # noqa: E402
 from .efficientat import EfficientATMel  # noqa: E402
 from .panns import PANNsLogMel  # noqa: E402
+from .decibel import DecibelMelSpectrogram  # noqa: E402

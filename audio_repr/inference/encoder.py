@@ -60,6 +60,7 @@ class _Plan:
     names: List[str]                 # the layers, in output order
     strides: Dict[str, int]
     padded: List[torch.Tensor]       # each clip edge-padded once
+    refs: List[Optional[torch.Tensor]]   # each clip's FrontEnd.clip_reference (None: frames need nothing more)
     n_frames: List[int]              # each clip's feature frames
     pieces: List[_Piece]
     per_clip: Optional[List[Tuple[float, float]]]   # per-clip (mean, std) when the normalisation asks for it
@@ -208,15 +209,17 @@ class Encoder(nn.Module):
         """Un-normalised front-end features [F, T] of one mono clip at the model's rate."""
         fe = self.frontend
         T = fe.frames_for(wav.shape[-1])
-        return fe.window_frames(fe.edge_pad(wav)[None], 0, T)[0]
+        padded = fe.edge_pad(wav)
+        return fe.apply_reference(fe.window_frames(padded[None], 0, T), [fe.clip_reference(padded)])[0]
 
     def _feature_chunks(self, wav: torch.Tensor, frames: int = 4096):
         """``_features(wav)`` in consecutive blocks of ``frames`` frames (bounded memory for long clips)."""
         fe = self.frontend
         T = fe.frames_for(wav.shape[-1])
-        padded = fe.edge_pad(wav)[None]
+        padded = fe.edge_pad(wav)
+        ref = [fe.clip_reference(padded)]
         for a in range(0, T, frames):
-            yield fe.window_frames(padded, a, min(T, a + frames))[0]
+            yield fe.apply_reference(fe.window_frames(padded[None], a, min(T, a + frames)), ref)[0]
 
     def _clip_stats(self, wav: torch.Tensor) -> Tuple[float, float]:
         """Mean and Bessel-corrected std (as torch's ``x.std()`` in the originals) of one clip's features."""
@@ -401,7 +404,7 @@ class Encoder(nn.Module):
 
     def _plan(self, clips: List[Clip], names: List[str]) -> _Plan:
         fe = self.frontend
-        padded, n_frames, pieces = [], [], []
+        padded, refs, n_frames, pieces = [], [], [], []
         for ci, (name, wav, _) in enumerate(clips):
             T = fe.frames_for(wav.shape[-1])
             need = self.network.min_frames
@@ -410,10 +413,11 @@ class Encoder(nn.Module):
                 raise AudioError(f"{name}: {1000.0 * wav.shape[-1] / self.sample_rate:.1f} ms of audio is too short "
                                  f"for {self.name}: it needs at least {min_ms:.0f} ms")
             padded.append(fe.edge_pad(wav))
+            refs.append(fe.clip_reference(padded[-1]))      # e.g. the clip's loudest frame, for a dB floor
             n_frames.append(T)
             pieces.extend(self._pieces(ci, T))
         per_clip = [self._clip_stats(w) for _, w, _ in clips] if self.normalisation.per_clip else None
-        return _Plan(clips, names, {n: self.network.layer_strides[n] for n in names}, padded, n_frames, pieces,
+        return _Plan(clips, names, {n: self.network.layer_strides[n] for n in names}, padded, refs, n_frames, pieces,
                      per_clip)
 
     def _pieces(self, clip: int, n_frames: int) -> List[_Piece]:
@@ -481,7 +485,7 @@ class Encoder(nn.Module):
         try:
             for indices in batches:
                 batch = [pieces[i] for i in indices]
-                feats = self._piece_features(batch, plan.padded)
+                feats = self._piece_features(batch, plan.padded, plan.refs)
                 lens = torch.tensor([p.n_frames for p in batch], device=feats.device)
                 stats = None
                 if plan.per_clip is not None:
@@ -557,7 +561,8 @@ class Encoder(nn.Module):
                                   layer_slices=slices, duration_s=wav.shape[-1] / self.sample_rate, source=source))
         return embs
 
-    def _piece_features(self, batch: List[_Piece], padded: List[torch.Tensor]) -> torch.Tensor:
+    def _piece_features(self, batch: List[_Piece], padded: List[torch.Tensor],
+                        refs: List[Optional[torch.Tensor]]) -> torch.Tensor:
         fe = self.frontend
         span = [(p.start - p.left, p.stop + p.right) for p in batch]
         segs = []
@@ -568,7 +573,7 @@ class Encoder(nn.Module):
         for j, s in enumerate(segs):
             stack[j, : s.shape[-1]] = s
         frames = max(max(f1 - f0 for f0, f1 in span), self.tiling.min_piece_frames)
-        return fe.window_frames(stack, 0, frames)
+        return fe.apply_reference(fe.window_frames(stack, 0, frames), [refs[p.clip] for p in batch])
 
 
 _LIBC_TRIM = None
