@@ -4,6 +4,8 @@
   torchaudio; MSM-MAE: Slaney mel as nnAudio);
 * :class:`~audio_repr.frontends.kaldi.KaldiFbank`: Kaldi ``compute-fbank-feats`` (AST);
 * :class:`~audio_repr.frontends.vggish.VGGishLogMel`: VGGish's log-mel examples;
+* :class:`~audio_repr.frontends.waveform.Waveform`: the samples themselves (wav2vec 2.0 family, Whisper), and
+  :class:`~audio_repr.frontends.whisper.WhisperLogMel`, Whisper's log-mel of a 30-s window (run by its network);
 * :func:`~audio_repr.frontends.filterbanks.mel_filterbank`: the one mel filterbank builder they share.
 """
 
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["FrontEnd", "LogMelSpectrogram", "KaldiFbank", "VGGishLogMel", "MelStyle", "STYLES", "mel_filterbank",
-           "htk_mel_filterbank", "slaney_mel_filterbank", "kaldi_mel_filterbank", "vggish_mel_matrix"]
+           "htk_mel_filterbank", "slaney_mel_filterbank", "kaldi_mel_filterbank", "vggish_mel_matrix", "Waveform", "WhisperLogMel"]
 
 
 class FrontEnd(nn.Module, abc.ABC):
@@ -127,3 +129,5 @@ from .logmel import LogMelSpectrogram  # noqa: E402
 from .vggish import VGGishLogMel  # noqa: E402
 from .efficientat import EfficientATMel  # noqa: E402
 from .panns import PANNsLogMel  # noqa: E402
+from .waveform import Waveform  # noqa: E402
+from .whisper import WhisperLogMel  # noqa: E402
