@@ -34,9 +34,11 @@ class WhisperLogMel(nn.Module):
     def __init__(self, n_mels: int = 80, sample_rate: int = 16000, n_fft: int = 400, hop_length: int = 160):
         super().__init__()
         self.n_mels, self.n_fft, self.hop_length = n_mels, n_fft, hop_length
-        self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
-        self.register_buffer("fb", slaney_mel_filterbank(sample_rate, n_fft, n_mels, 0.0, sample_rate / 2.0),
-                             persistent=False)
+        with torch.device("cpu"):      # fixed tables, computed on the CPU also when the network is built on "meta"
+            window = torch.hann_window(n_fft, periodic=True)
+            fb = slaney_mel_filterbank(sample_rate, n_fft, n_mels, 0.0, sample_rate / 2.0)
+        self.register_buffer("window", window, persistent=False)
+        self.register_buffer("fb", fb, persistent=False)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         if wav.ndim != 2 or wav.shape[-1] != WINDOW_SAMPLES:
