@@ -505,7 +505,7 @@ register(_card(
 register(_card(
     "data2vec-audio-base", "data2vec-audio Base (LibriSpeech 960 h, self-supervised), 768-d frames every 20 ms, "
     "12 layers", "facebook--data2vec-audio-base.bin",
-    dict(_BASE, feat_extract_norm="layer", conv_bias=True, pos_conv_kernel=19, pos_conv_layers=5), True, _APACHE,
+    dict(_BASE, feat_extract_norm="layer", conv_bias=False, pos_conv_kernel=19, pos_conv_layers=5), True, _APACHE,
     _D2V_CITE, "https://arxiv.org/abs/2202.03555"))
 register(_card(
     "wavlm-base-plus", "WavLM Base+ (94k h: Libri-Light, GigaSpeech, VoxPopuli; self-supervised), 768-d frames "
