@@ -123,7 +123,7 @@ def test_every_hidden_state_equals_transformers(pair):
     if not getattr(model.config, "do_stable_layer_norm", False):
         assert rel_err(e.layer(f"layer{n}"), out.hidden_states[n][0]) < 1e-4
     # 20 ms frames centred on their 400 samples; the clip is the mean of the frames
-    assert torch.allclose(e.timestamps_ms, 12.46875 + 20.0 * torch.arange(T_, dtype=torch.float64))
+    assert torch.allclose(e.timestamps_ms, 12.5 + 20.0 * torch.arange(T_, dtype=torch.float64))
     d = enc.embed(x, sr=16000)
     assert torch.allclose(d.clip, d.frames.mean(0), atol=1e-6)
 
@@ -225,7 +225,7 @@ def test_long_audio_in_pieces_with_context(tmp_path):
         e = enc.embed(x, sr=16000)
         k = W.conv_out_length(n)
         assert e.frames.shape[0] == k
-        assert torch.allclose(e.timestamps_ms, 12.46875 + 20.0 * torch.arange(k, dtype=torch.float64))
+        assert torch.allclose(e.timestamps_ms, 12.5 + 20.0 * torch.arange(k, dtype=torch.float64))
         xn = enc.frontend.edge_pad(x)                                 # the whole clip, normalised once
         for a in range(0, n, chunk):
             lo, hi = max(0, a - ctx), min(n, a + chunk + ctx)

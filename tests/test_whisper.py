@@ -56,7 +56,7 @@ def small_encoder(path, n_mels=80):
     card = dataclasses.replace(card, arch=arch, default_layer="layer2", fusion_layers=("layer1", "layer2"))
     net = Wh.WhisperEncoderNet(**arch)
     audio_repr._load_state(net, Wh.load_state(path), path, card.name)
-    return Encoder(card, Waveform(), net).eval()
+    return Encoder(card, Waveform(center=True), net).eval()
 
 
 @pytest.fixture(scope="module", params=[80, 128])

@@ -21,12 +21,14 @@ __all__ = ["Waveform"]
 class Waveform(FrontEnd):
     """Samples as ``[B, 1, N]`` features; ``normalize``: per-clip zero mean, unit variance (``eps`` 1e-7).
 
-    ``centred``: frame 0's time is the clip's first sample (offset 0 ms), which the backbones' stated
-    windows then place (see each family)."""
+    Time of frame (sample) ``t``: ``(t + 1/2) / sample_rate`` (the middle of the sample's span, as for any
+    uncentred front end: a backbone's window of ``w`` samples then has its centre at ``start + w / 2``), or with
+    ``center=True`` ``t / sample_rate`` (for a backbone whose frames are centred on a sample: Whisper's)."""
 
-    def __init__(self, sample_rate: int = 16000, normalize: bool = False, eps: float = 1e-7):
-        super().__init__(sample_rate=sample_rate, hop_length=1, frame_length=1, fft_size=1, n_mels=1, centred=True)
-        self.normalize, self.eps = bool(normalize), float(eps)
+    def __init__(self, sample_rate: int = 16000, normalize: bool = False, eps: float = 1e-7, center: bool = False):
+        super().__init__(sample_rate=sample_rate, hop_length=1, frame_length=1, fft_size=1, n_mels=1,
+                         centred=bool(center))
+        self.normalize, self.eps, self.center = bool(normalize), float(eps), bool(center)
         # the "filterbank" of a front end that passes the samples through: one input bin, one output band
         self.register_buffer("fb", torch.ones(1, 1), persistent=False)
 

@@ -23,7 +23,7 @@ Network (parameter names as transformers' ``Wav2Vec2Model`` / ``HubertModel`` / 
   relative position bias (320 log-spaced buckets up to 800 frames, learned in the first layer, gated per
   layer and head by the query frame's own features).
 
-Layers (every one 20 ms per frame; a frame's timestamp is the centre of its 400 samples, ``12.47 + 20 i`` ms):
+Layers (every one 20 ms per frame; a frame's timestamp is the centre of its 400 samples, ``12.5 + 20 i`` ms):
 ``features`` (the feature encoder's 512-d output), ``layer0`` (the transformer's input: the projected frames
 plus the positional convolution, after the base models' LayerNorm) and ``layer1`` .. ``layerN`` (each
 transformer layer's output; for the pre-norm models ``layerN`` is after the final LayerNorm). ``layer0`` ..

@@ -203,7 +203,7 @@ def load_state(path) -> Dict[str, torch.Tensor]:
 
 
 def _frontend(sample_rate: int = 16000):
-    return Waveform(sample_rate=sample_rate, normalize=False)
+    return Waveform(sample_rate=sample_rate, normalize=False, center=True)     # frame j centred on sample 320 j
 
 
 register_family(Family("whisper", build_frontend=_frontend, build_network=WhisperEncoderNet, load_state=load_state))
