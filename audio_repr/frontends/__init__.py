@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["FrontEnd", "LogMelSpectrogram", "KaldiFbank", "VGGishLogMel", "MelStyle", "STYLES", "mel_filterbank",
-           "htk_mel_filterbank", "slaney_mel_filterbank", "kaldi_mel_filterbank", "vggish_mel_matrix", "Waveform", "WhisperLogMel"]
+           "htk_mel_filterbank", "slaney_mel_filterbank", "kaldi_mel_filterbank", "vggish_mel_matrix", "Waveform",
+           "WhisperLogMel"]
 
 
 class FrontEnd(nn.Module, abc.ABC):
