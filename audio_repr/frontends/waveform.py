@@ -39,13 +39,19 @@ class Waveform(FrontEnd):
         return max(int(n_frames), 0)
 
     def edge_pad(self, wav: torch.Tensor) -> torch.Tensor:
-        """One clip [N], normalised over its own samples when ``normalize`` (in float64, then float32)."""
+        """One clip [N], normalised over its own samples when ``normalize``: mean and variance accumulated in
+        float64 a million samples at a time (an hour of audio needs no float64 copy of itself), applied in the
+        waveform's dtype as the original's float32 arrays are."""
         if not self.normalize or wav.shape[-1] == 0:
             return wav
-        x = wav.double() if wav.device.type != "mps" else wav.float()
-        mean = x.mean()
-        var = (x - mean).square().mean()
-        return ((x - mean) / torch.sqrt(var + self.eps)).to(wav.dtype)
+        acc = torch.float64 if wav.device.type != "mps" else torch.float32
+        step = 1 << 20
+        n = wav.shape[-1]
+        total = sum(wav[i: i + step].to(acc).sum() for i in range(0, n, step))
+        mean = total / n
+        var = sum((wav[i: i + step].to(acc) - mean).square().sum() for i in range(0, n, step)) / n
+        scale = torch.rsqrt(var + self.eps)
+        return (wav - mean.to(wav.dtype)) * scale.to(wav.dtype)
 
     def window_frames(self, padded: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         if stop <= start:
