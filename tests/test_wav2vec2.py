@@ -206,6 +206,12 @@ def test_hub_layouts_load(tmp_path):
 def test_wrong_checkpoint_is_refused(tmp_path):
     with pytest.raises(WeightsError, match="no model.safetensors"):
         W.load_state(tmp_path)
+    tmp_path = tmp_path / "w"
+    tmp_path.mkdir()
+    (tmp_path / "config.json").write_text('{"model_type": "whisper"}')
+    torch.save({}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(WeightsError, match="not one of the wav2vec 2.0 family"):
+        W.load_state(tmp_path)
     torch.save({"encoder.conv1.weight": torch.zeros(3)}, tmp_path / "whisper.bin")
     with pytest.raises(WeightsError, match="does not fit"):
         audio_repr.load("wav2vec2-base", weights=tmp_path / "whisper.bin")

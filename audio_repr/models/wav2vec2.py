@@ -444,10 +444,21 @@ def load_hf_folder(path, convert, check_arch=None) -> Dict[str, torch.Tensor]:
     return convert(state)
 
 
+_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
+
+
+def _check_config(cfg: Mapping, path) -> None:
+    mt = cfg.get("model_type")
+    if mt is not None and mt not in _MODEL_TYPES:
+        raise WeightsError(f"{path}: config.json is a {mt!r} model, not one of the wav2vec 2.0 family "
+                           f"({', '.join(_MODEL_TYPES)})")
+
+
 def load_state(path) -> Dict[str, torch.Tensor]:
     """A checkpoint file (``model.safetensors``, ``pytorch_model.bin``) or a ``save_pretrained`` folder -> our
-    state dict (the folder's ``config.json``, when present, is read to name the model in errors)."""
-    return load_hf_folder(path, convert_state_dict)
+    state dict (a folder's ``config.json``, when present, must be of the family: another model is refused
+    before its tensors are read)."""
+    return load_hf_folder(path, convert_state_dict, _check_config)
 
 
 register_family(Family("wav2vec2", build_frontend=Waveform, build_network=Wav2Vec2Net, load_state=load_state))
