@@ -106,7 +106,10 @@ class ConvLayer(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         if self.norm_kind == "group":
-            x = masked_group_norm(x, lengths, self.layer_norm)
+            if bool((lengths == x.shape[-1]).all()):      # no padding in the batch: the plain (fused) GroupNorm
+                x = self.layer_norm(x)
+            else:
+                x = masked_group_norm(x, lengths, self.layer_norm)
         elif self.norm_kind == "layer":
             x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
         return F.gelu(x)
