@@ -223,7 +223,7 @@ def _card(name, description, weights, n_mels, dim, depth, heads, published=None)
         normalisation=Normalisation(0.0, 1.0),       # Whisper's own log-mel normalisation is in the network
         default_layer=f"layer{depth}", fusion_layers=(f"layer{depth // 2}", f"layer{depth}"), weights=weights,
         licence=_LICENCE, citation=_CITE, paper="https://arxiv.org/abs/2212.04356", resampler="sinc_hann",
-        cpu_batch_size=2, published=published or {})
+        cpu_batch_size=1, published=published or {})   # one 30-s window per batch on a CPU (measured: 2 no faster)
 
 
 register(_card("whisper-base", "Whisper base encoder (680k h of weakly supervised speech), 512-d frames every "
