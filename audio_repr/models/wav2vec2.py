@@ -209,7 +209,9 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, H, hd).transpose(1, 2)
         k = self.k_proj(x).view(B, T, H, hd).transpose(1, 2)
         v = self.v_proj(x).view(B, T, H, hd).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+        # no mask when no key is padding (a clip alone): SDPA may then use its fused kernels, as transformers does
+        mask = None if bool(key_mask.all()) else key_mask[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D)), None
 
 
