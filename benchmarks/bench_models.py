@@ -106,6 +106,45 @@ def transformers_ast_peer(hf, clips, device):
     return run
 
 
+def transformers_speech_peer(hf, extractor, clips, device, whisper):
+    """The transformers pipeline, one clip at a time: the model's feature extractor (numpy) and its model
+    (Whisper: the encoder on the 30-s window), the last hidden state's time mean."""
+    np_clips = [c.cpu().numpy() for c in clips]
+
+    def run():
+        with torch.inference_mode():
+            for c in np_clips:
+                inp = extractor(c, sampling_rate=16000, return_tensors="pt").to(device)
+                out = hf.encoder(inp.input_features) if whisper else hf(inp.input_values)
+                out.last_hidden_state.mean(1).cpu()
+    return run
+
+
+def _transformers_speech(name):
+    """A random transformers model of ``name``'s size (wav2vec 2.0 family or Whisper) and its feature extractor."""
+    import transformers as T
+
+    from audio_repr.models.wav2vec2 import CONV_DIM
+
+    card = audio_repr.get_card(name)
+    a = card.arch
+    if card.family == "whisper":
+        cfg = T.WhisperConfig(num_mel_bins=a["n_mels"], d_model=a["dim"], encoder_layers=a["depth"],
+                              encoder_attention_heads=a["heads"], encoder_ffn_dim=a["ffn"], decoder_layers=1,
+                              decoder_attention_heads=a["heads"], decoder_ffn_dim=a["ffn"])
+        return T.WhisperModel(cfg).eval(), T.WhisperFeatureExtractor(feature_size=a["n_mels"])
+    kind = ("WavLM" if a.get("relpos") else "Data2VecAudio" if a.get("pos_conv_layers") else
+            "Hubert" if name.startswith("hubert") else "Wav2Vec2")
+    kw = dict(hidden_size=a["dim"], num_hidden_layers=a["depth"], num_attention_heads=a["heads"],
+              intermediate_size=a["mlp_dim"], feat_extract_norm=a.get("feat_extract_norm", "group"),
+              conv_bias=a.get("conv_bias", False), conv_dim=CONV_DIM)
+    if kind != "Data2VecAudio":
+        kw["do_stable_layer_norm"] = a.get("stable_layer_norm", False)
+    cfg = getattr(T, kind + "Config")(**kw)
+    fe = T.Wav2Vec2FeatureExtractor(do_normalize=card.frontend.get("normalize", False))
+    return getattr(T, kind + "Model")(cfg).eval(), fe
+
+
 def panns_peer(ref, clips, device):
     """panns_inference's Cnn14 (the original's code: torchlibrosa front end + its network), one clip at a time,
     same weights: its clip embedding."""
@@ -162,6 +201,25 @@ def load_with_peer(name, device, dtype=None):
                 enc = audio_repr.load(name, weights=d, device=device, dtype=dtype)
             hf.to(device)
             return enc, "transformers pipeline, per clip", lambda clips: transformers_ast_peer(hf, clips, device)
+    if family in ("wav2vec2", "whisper"):
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            import tempfile
+
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            torch.manual_seed(0)
+            hf, extractor = _transformers_speech(name)
+            with tempfile.TemporaryDirectory() as d:
+                hf.save_pretrained(d)
+                enc = audio_repr.load(name, weights=d, device=device, dtype=dtype)
+            hf.to(device)
+            return enc, "transformers pipeline, per clip", lambda clips: transformers_speech_peer(
+                hf, extractor, clips, device, family == "whisper")
     if family == "panns":
         card = audio_repr.get_card(name)
         ref = _panns_reference(card)

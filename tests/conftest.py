@@ -148,6 +148,32 @@ def accumulations(enc, layer=None):
                    blk.fc1.in_features, blk.fc2.in_features]
         if deepest:
             ks.append(net.predictor.in_features)
+    elif enc.card.family in ("wav2vec2", "whisper"):
+        # the speech transformers: the wav2vec 2.0 family's convolutions (in-channels x kernel), its GroupNorm's
+        # mean over time (the first convolution's steps in a 30-s piece), the projection and the positional
+        # convolution (in-channels per group x kernel); Whisper's mel projection (frequency bins) and conv stem;
+        # then per layer as a ViT over a 30-s piece's 1500 frames, up to ``layer``
+        n = len(net.layers if enc.card.family == "whisper" else net.encoder.layers)
+        last = n if layer in (None, "features") else int(layer[len("layer"):])
+        if enc.card.family == "whisper":
+            ks += [int(net.mel.fb.shape[0]), net.conv1.in_channels * 3, net.conv2.in_channels * 3]
+            layers = [(lay.self_attn, lay.fc1, lay.fc2) for lay in net.layers[:last]]
+        else:
+            for i, c in enumerate(net.feature_extractor.conv_layers):
+                ks.append(c.conv.in_channels * c.conv.kernel_size[0])
+                if i == 0 and c.norm_kind == "group":
+                    ks.append(30 * enc.sample_rate // c.conv.stride[0])
+            if layer != "features":
+                pc = net.encoder.pos_conv_embed
+                convs = [pc.conv] if hasattr(pc, "conv") else [lay.conv for lay in pc.layers]
+                ks.append(net.feature_projection.projection.in_features)
+                ks += [cv.in_channels // cv.groups * cv.kernel_size[0] for cv in convs]
+            layers = [(lay.attention, lay.feed_forward.intermediate_dense, lay.feed_forward.output_dense)
+                      for lay in net.encoder.layers[:last]] if layer != "features" else []
+        for a, fc1, fc2 in layers:
+            d = a.q_proj.in_features
+            heads = getattr(a, "heads", None) or a.num_heads
+            ks += [d, d // heads, 1500, a.out_proj.in_features, fc1.in_features, fc2.in_features]
     elif enc.card.family == "efficientat":
         # MobileNetV3: each convolution (in-channels / groups x kernel), each squeeze-excitation's average over
         # frequency x time (counted for a 10 s clip) and its two linear layers, then the classifier's two

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from audio_repr.frontends import (FrontEnd, KaldiFbank, LogMelSpectrogram, VGGishLogMel, kaldi_mel_filterbank,
-                                  mel_filterbank, vggish_mel_matrix)
+from audio_repr.frontends import (FrontEnd, KaldiFbank, LogMelSpectrogram, VGGishLogMel, Waveform,
+                                  kaldi_mel_filterbank, mel_filterbank, vggish_mel_matrix)
 from audio_repr.registry import get_card
 from conftest import chirp, noise
 
@@ -152,8 +152,12 @@ def test_frame_t_is_computed_from_its_frame_length_samples_only(name):
     nothing else; ``frame_offset_ms`` is 0 for centred front ends, half a frame otherwise."""
     fe = _all_frontends()[name]
     hop, span = fe.hop_length, fe.frame_length
-    centred = isinstance(fe, LogMelSpectrogram) and fe.center
+    centred = isinstance(fe, (LogMelSpectrogram, Waveform)) and fe.center
     assert fe.frame_offset_ms == (0.0 if centred else 1000.0 * span / 2 / fe.sample_rate)
+    if isinstance(fe, Waveform):                     # the samples themselves: frame t is sample t
+        x = fe.edge_pad(noise(0.5, seed=7))[None]
+        assert torch.equal(fe.window_frames(x, 3, 10)[0, 0], x[0, 3:10].float())
+        return
     x = fe.edge_pad(noise(0.5, seed=7))[None]
     T = (x.shape[-1] - span) // hop + 1
     whole = fe.window_frames(x, 0, T)

@@ -6,6 +6,8 @@
 * :class:`~audio_repr.frontends.vggish.VGGishLogMel`: VGGish's log-mel examples;
 * :class:`~audio_repr.frontends.decibel.DecibelMelSpectrogram`: torchaudio's mel spectrogram in dB with a floor
   ``top_db`` below the clip's loudest value (Dasheng, CED);
+* :class:`~audio_repr.frontends.waveform.Waveform`: the samples themselves (wav2vec 2.0 family, Whisper), and
+  :class:`~audio_repr.frontends.whisper.WhisperLogMel`, Whisper's log-mel of a 30-s window (run by its network);
 * :func:`~audio_repr.frontends.filterbanks.mel_filterbank`: the one mel filterbank builder they share.
 """
 
@@ -18,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FrontEnd", "LogMelSpectrogram", "DecibelMelSpectrogram", "KaldiFbank", "VGGishLogMel", "MelStyle", "STYLES", "mel_filterbank",
-           "htk_mel_filterbank", "slaney_mel_filterbank", "kaldi_mel_filterbank", "vggish_mel_matrix"]
+__all__ = ["FrontEnd", "LogMelSpectrogram", "DecibelMelSpectrogram", "KaldiFbank", "VGGishLogMel", "MelStyle", "STYLES",
+           "mel_filterbank", "htk_mel_filterbank", "slaney_mel_filterbank", "kaldi_mel_filterbank", "vggish_mel_matrix",
+           "Waveform", "WhisperLogMel"]
 
 
 class FrontEnd(nn.Module, abc.ABC):
@@ -145,3 +148,5 @@ from .vggish import VGGishLogMel  # noqa: E402
 from .efficientat import EfficientATMel  # noqa: E402
 from .panns import PANNsLogMel  # noqa: E402
 from .decibel import DecibelMelSpectrogram  # noqa: E402
+from .waveform import Waveform  # noqa: E402
+from .whisper import WhisperLogMel  # noqa: E402

@@ -448,7 +448,10 @@ class Encoder(nn.Module):
         s = self.network.layer_strides[layer]
         if self.tiling.windows:
             return self.network.out_frames(p.stop - p.start, layer)
-        return (p.stop - p.start) // s if not p.last else n_frames // s - p.start // s
+        # the whole clip's steps that start in [start, stop): the clip has out_frames(n_frames) of them (n // s
+        # by default; fewer for a valid convolution stack, whose last step needs samples past its stride)
+        total = self.network.out_frames(n_frames, layer)
+        return max(0, min(p.stop // s, total) - p.start // s)
 
     def _batches(self, pieces: List[_Piece], batch_size: Optional[int]) -> List[List[int]]:
         """Piece indices in batches, longest first: ``batch_size`` at a time, or by default (``None``) the
