@@ -70,8 +70,9 @@ HTSAT_TINY = dict(model_type="HTSAT", model_name="tiny", audio_length=1024, clip
                   sample_rate=48000, window_size=1024, hop_size=480, fmin=50, fmax=14000, class_num=527)
 
 
-def original_clap(roberta_config, model_name: str = "tiny", seed: int = 0):
-    """The original ``CLAP`` (HTS-AT ``model_name`` + RoBERTa of ``roberta_config``), eval mode, seeded weights."""
+def original_clap(roberta_config, model_name: str = "tiny", seed: int = 0, meta_text: bool = False):
+    """The original ``CLAP`` (HTS-AT ``model_name`` + RoBERTa of ``roberta_config``), eval mode, seeded weights.
+    ``meta_text``: the RoBERTa on the meta device (shapes only; HTS-AT's constructor cannot run there)."""
     import transformers
 
     mod = original_module()
@@ -79,13 +80,20 @@ def original_clap(roberta_config, model_name: str = "tiny", seed: int = 0):
     embed_dim = {"tiny": 768, "base": 1024}[model_name]
     text_cfg = dict(context_length=77, vocab_size=49408, width=512, heads=8, layers=12, model_type="roberta")
     saved = transformers.RobertaModel.from_pretrained
-    transformers.RobertaModel.from_pretrained = classmethod(lambda cls, name, **kw: cls(roberta_config,
-                                                                                           add_pooling_layer=True))
+    def build(cls, name, **kw):
+        if meta_text:
+            with torch.device("meta"):
+                return cls(roberta_config, add_pooling_layer=True)
+        return cls(roberta_config, add_pooling_layer=True)
+
+    transformers.RobertaModel.from_pretrained = classmethod(build)
     try:
         torch.manual_seed(seed)
         model = mod.CLAP(embed_dim=embed_dim, audio_cfg=audio_cfg, text_cfg=text_cfg, enable_fusion=False)
     finally:
         transformers.RobertaModel.from_pretrained = saved
+    if meta_text:
+        return model.eval()
     with torch.no_grad():           # trained-looking batch norm statistics, scales and biases (the init is identity)
         g = torch.Generator().manual_seed(seed + 1)
         bn = model.audio_branch.bn0

@@ -164,14 +164,14 @@ def test_checkpoint_layouts(original, ckpt, tmp_path):
 
 @pytest.mark.parametrize("name,model_name", [("laion-clap-htsat", "tiny"), ("laion-clap-htsat-music-speech", "base")])
 def test_full_size_layer_tables(name, model_name):
-    """The full-size original (HTSAT tiny/base + roberta-base) and our network have the same tensors, on the meta
-    device (nothing allocated)."""
+    """The full-size original (HTSAT tiny/base + roberta-base) and our network have the same tensors (the text
+    towers and ours on the meta device: nothing allocated)."""
     if not reference_clap.available():
         pytest.skip("laion_clap is not installed")
     full = dict(vocab_size=50265, hidden=768, layers=12, heads=12, intermediate=3072, max_positions=514, type_vocab=1,
                 eps=1e-5)
+    orig = reference_clap.original_clap(_roberta_config(full), model_name=model_name, meta_text=True)
     with torch.device("meta"):
-        orig = reference_clap.original_clap(_roberta_config(full), model_name=model_name)
         ours = ClapNet(**audio_repr.get_card(name).arch)
     want = {k: tuple(v.shape) for k, v in convert_state_dict(orig.state_dict()).items()}
     got = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
@@ -181,21 +181,22 @@ def test_full_size_layer_tables(name, model_name):
 
 # ---- determinism, batches, long audio -----------------------------------------------------------------------------
 def test_deterministic_and_batch_invariant(enc):
-    clips = [_clip(12.5, 5), _clip(1.0, 6), _clip(10.0, 7)]
-    first = enc.embed(clips, sr=SR)
-    again = enc.embed(clips, sr=SR)
+    clips = [_clip(12.5, 5), _clip(1.0, 6)]
+    first = enc.embed(clips, sr=SR, batch_size=3)
+    again = enc.embed(clips, sr=SR, batch_size=3)
     for a, b in zip(first, again):                       # run after run: the same bits
         assert torch.equal(a.frames, b.frames) and torch.equal(a.clip, b.clip)
-    for c, e in zip(clips, first):                       # alone, and in batches of one and of two pieces
-        for bs in (1, 2):
-            alone = enc.embed(c, sr=SR, batch_size=bs)
-            assert torch.allclose(alone.frames, e.frames, rtol=0, atol=2e-6)
+    other = enc.embed(clips[::-1], sr=SR, batch_size=1)[::-1]     # another batch composition and order
+    for a, b in zip(first, other):
+        assert torch.allclose(a.frames, b.frames, rtol=0, atol=2e-6)
+        assert torch.allclose(a.clip, b.clip, rtol=0, atol=2e-6)
     long = first[0]
     assert long.frames.shape == (2, 512)                 # 12.5 s: two windows
     assert torch.allclose(long.timestamps_ms, torch.tensor([5000.0, 15000.0], dtype=torch.float64))
-    # the first window is the first 10 s read as one clip, the clip vector the owned-frames-weighted mean
+    # the first window is the first 10 s read as one clip (up to its edge frames, where the STFT reads the real
+    # audio past 10 s instead of reflecting), the clip vector the owned-frames-weighted mean of the windows
     head = enc.embed(clips[0][: 10 * SR], sr=SR)
-    assert _rel(long.frames[0], head.clip) < 1e-3      # edges: the STFT reads real audio past 10 s, not reflection
+    assert _rel(long.frames[0], head.clip) < 1e-2 < _rel(long.frames[1], head.clip)
     n = enc.frontend.frames_for(len(clips[0]))
     w = torch.tensor([1000.0, n - 1000.0])
     assert torch.allclose(long.clip, (long.frames * (w / w.sum())[:, None]).sum(0), atol=1e-6)
