@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ["zero_shot", "similarity", "search", "prompts"]
+__all__ = ["zero_shot", "similarity", "search", "check_corpus", "prompts"]
 
 
 def _matrix(x, what: str) -> torch.Tensor:
@@ -91,11 +91,28 @@ def zero_shot(enc, audio, labels: Sequence[str], *, template: Optional[str] = No
 
 def search(enc, clips, texts: Union[str, Sequence[str]], *, top_k: int = 10) -> Tuple[torch.Tensor, torch.Tensor]:
     """The ``top_k`` clips nearest each text: ``(scores [N_texts, k], indices [N_texts, k])``, cosine similarity
-    between ``enc.embed_text(texts)`` and the rows of ``clips`` (``[N, D]``: clip vectors of the model's ``joint``
-    layer, e.g. ``read_embeddings(folder).clip``), best first; ties keep the corpus order."""
+    between ``enc.embed_text(texts)`` and the clip vectors, best first; ties keep the corpus order.
+
+    ``clips``: a matrix ``[N, D]`` of the model's ``joint`` clip vectors, or what
+    :func:`audio_repr.read_embeddings` returns for a folder ``audio-repr embed`` wrote — which is checked first:
+    embedded by the same model (``enc.name``), with the ``joint`` layer alone."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive whole number, got {top_k!r}")
+    if hasattr(clips, "model") and hasattr(clips, "layers") and hasattr(clips, "clip"):
+        check_corpus(enc.name, clips)
+        clips = clips.clip
     sims = similarity(enc.embed_text(texts), clips)
     k = min(top_k, sims.shape[1])
     order = torch.argsort(-sims, dim=1, stable=True)[:, :k]
     return torch.gather(sims, 1, order), order
+
+
+def check_corpus(model: str, corpus, where: str = "the embeddings") -> None:
+    """Refuse a corpus (``read_embeddings``) that the texts of ``model`` cannot be compared with, in one line."""
+    if corpus.model != model:
+        raise ValueError(f"{where} were made by model {corpus.model!r}, not {model!r}: text search compares "
+                         f"texts with the audio embeddings of the same model (embed the audio with --model {model}, "
+                         f"or search with --model {corpus.model})")
+    if list(corpus.layers) != ["joint"]:
+        raise ValueError(f"{where} hold the layers {list(corpus.layers)}, not the joint space: text search needs the "
+                         f"'joint' layer alone (audio-repr embed --model {model} without --layers)")
