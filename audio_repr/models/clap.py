@@ -11,7 +11,7 @@ consecutive windows of 1001 frames (10 s) every 1000 frames, each window as the 
 window holds the rest of the clip and is completed with the log-mel of silence (-100 dB: the original's ``pad``
 filling; at a window's edges the STFT reads the neighbouring real audio, where a separately cut 10 s clip would
 read its reflect padding). Each window gives one frame of each layer (``frames``: one vector per window, stamped
-at its centre); the clip vector is the mean of the windows' vectors weighted by the frames each window owns (the
+with the window's start: 0, 10 000, 20 000 ms, ...; a clip up to 10 s, repeated to fill its window, is stamped 0); the clip vector is the mean of the windows' vectors weighted by the frames each window owns (the
 last one its remainder; for ``joint`` a mean of unit vectors, which :func:`audio_repr.similarity` and
 :func:`audio_repr.zero_shot` normalise again). A clip up to 10 s is one window: it equals the
 original's embedding. Nothing random, and every window is computed alone, so a clip gives the same numbers alone
@@ -183,7 +183,9 @@ class ClapNet(Backbone, TextTower):
 
     @property
     def layer_windows(self) -> Dict[str, int]:
-        return {n: WINDOW_FRAMES for n in self.layer_dims}
+        # a step is a whole 10 s window, which a clip up to 10 s fills by repetition: its timestamp is the window's
+        # start (0 for such a clip), which lies inside the clip, where the window's centre may not
+        return {n: 1 for n in self.layer_dims}
 
     def out_frames(self, n: int, layer: str) -> int:
         return 1 if n > 0 else 0
@@ -282,4 +284,5 @@ for _name, _file, _arch, _what in (
         default_layer="joint", fusion_layers=("latent", "joint"), weights=_file,
         licence=_LICENCE, citation=_CITE, paper="https://arxiv.org/abs/2211.06687",
         cpu_batch_size=4,
+        resampler="kaiser_best_librosa",                # hook.py reads files with librosa.load(sr=48000)
     ))
