@@ -205,9 +205,15 @@ class ClapNet(Backbone, TextTower):
     # ---- the text tower ----
     def tokenizer(self) -> BpeTokenizer:
         if self._tokenizer is None:
-            from ..weights import resolve
+            from ..weights import WeightsNotFoundError, resolve
 
-            vocab, merges = (resolve(k) for k in self.tokenizer_files)
+            try:
+                vocab, merges = (resolve(k) for k in self.tokenizer_files)
+            except WeightsNotFoundError as e:
+                raise WeightsNotFoundError(
+                    f"text embeddings need the tokenizer files {' and '.join(self.tokenizer_files)} "
+                    f"(audio-repr download {' '.join(self.tokenizer_files)}, or "
+                    f"enc.network.set_tokenizer_files(vocab, merges)): {e}") from None
             self._tokenizer = BpeTokenizer(vocab, merges, self.context_length)
         return self._tokenizer
 
