@@ -190,6 +190,10 @@ def test_deterministic_and_batch_invariant(enc):
     for a, b in zip(first, other):
         assert torch.allclose(a.frames, b.frames, rtol=0, atol=2e-6)
         assert torch.allclose(a.clip, b.clip, rtol=0, atol=2e-6)
+    texts = enc.embed_text(CORPUS, batch_size=None)                # texts: run after run, in any batch
+    assert torch.equal(texts, enc.embed_text(CORPUS, batch_size=None))
+    assert torch.allclose(enc.embed_text(CORPUS, batch_size=3), texts, rtol=0, atol=2e-6)
+    assert torch.allclose(enc.embed_text(CORPUS[4]), texts[4:5], rtol=0, atol=2e-6)
     long = first[0]
     assert long.frames.shape == (2, 512)                 # 12.5 s: two windows
     assert torch.allclose(long.timestamps_ms, torch.tensor([0.0, 10000.0], dtype=torch.float64))

@@ -389,7 +389,7 @@ class Encoder(nn.Module):
         return isinstance(self.network, TextTower)
 
     @torch.inference_mode()
-    def embed_text(self, texts: Union[str, Sequence[str]], *, batch_size: int = 64) -> torch.Tensor:
+    def embed_text(self, texts: Union[str, Sequence[str]], *, batch_size: Optional[int] = 64) -> torch.Tensor:
         """Texts -> ``[N, D]`` L2-normalised vectors in the joint space of the ``joint`` layer (one string: ``[1, D]``),
         float32 on the CPU, ``batch_size`` texts at a time (each is tokenised to the model's fixed context, so the
         numbers do not depend on the batch). Only for models with a text tower (:attr:`has_text`)."""
@@ -407,6 +407,7 @@ class Encoder(nn.Module):
         if bad:
             raise ValueError(f"embed_text takes non-empty strings; item {bad[0]} is {items[bad[0]]!r}")
         check_batch_size(batch_size)
+        batch_size = 64 if batch_size is None else int(batch_size)
         was_training = self.training
         self.eval()
         try:
