@@ -14,6 +14,7 @@ from .corpus import CorpusEmbeddings, read_embeddings
 from .corpus_run import CorpusSummary, embed_corpus
 from .inference import Embedding, Encoder
 from .inference.loader import check_device, load
+from .inference.zero_shot import search, similarity, zero_shot
 from .registry import ModelCard, Normalisation, UnknownModelError, get_card, list_models
 from .weights import HashMismatchError, WeightsError, WeightsNotFoundError
 
@@ -21,4 +22,4 @@ from .weights import HashMismatchError, WeightsError, WeightsNotFoundError
 __all__ = ["load", "check_device", "list_models", "Encoder", "Embedding", "load_audio", "read_embeddings",
            "CorpusEmbeddings", "embed_corpus", "CorpusSummary", "get_card", "ModelCard", "Normalisation",
            "AudioError", "TruncatedAudioWarning", "UnknownModelError", "WeightsError", "WeightsNotFoundError",
-           "HashMismatchError"]
+           "HashMismatchError", "zero_shot", "similarity", "search"]

@@ -214,6 +214,84 @@ def _cmd_tag(args) -> int:
     return _report_failures(failures, None)
 
 
+def _text_model(args) -> None:
+    """Checked before anything is loaded: the model has a text tower, and --layers does not apply."""
+    from .models import _meta_network
+    from .models.base import TextTower
+    from .registry import get_card, list_models
+
+    if getattr(args, "layers", None) is not None:
+        raise ValueError(f"{args.cmd} compares the model's joint audio-text space ('joint' layer): --layers does not "
+                         f"apply to it")
+    name = get_card(args.model).name
+    if not isinstance(_meta_network(name), TextTower):
+        with_text = [n for n in list_models() if isinstance(_meta_network(n), TextTower)]
+        raise ValueError(f"{name} has no text tower: {args.cmd} needs an audio-text model ({', '.join(with_text)})")
+    if args.device is not None:
+        import audio_repr
+
+        audio_repr.check_device(args.device)
+    if args.weights and args.random_init:
+        raise ValueError("--weights and --random-init exclude each other")
+    if args.weights and not Path(args.weights).expanduser().exists():
+        raise FileNotFoundError(f"--weights {args.weights}: no such file or folder")
+
+
+def _cmd_zero_shot(args) -> int:
+    from ._io import atomic_write
+    from .corpus_run import collect_inputs
+    from .inference.zero_shot import prompts, zero_shot
+
+    labels = [x.strip() for x in args.labels.split(",")]
+    if any(not x for x in labels):
+        raise ValueError(f"--labels {args.labels!r} has an empty label: give comma-separated names, e.g. dog,cat,rain")
+    _text_model(args)
+    if args.template is not None:
+        prompts(labels, args.template)                       # a bad template fails before the model loads
+    files = [str(f) for f, _ in collect_inputs(args.paths)]
+    if not files:
+        raise FileNotFoundError(f"no audio files found in {', '.join(args.paths)}")
+    if args.json and Path(args.json).is_dir():
+        raise ValueError(f"--json {args.json} is a folder: give a file name")
+    enc = _load_for(args)
+    with _warnings_as_messages():
+        probs = zero_shot(enc, files, labels, template=args.template, batch_size=args.batch_size)
+    if len(files) == 1:
+        probs = probs[None]
+    rows = []
+    k = min(args.top_k or len(labels), len(labels))
+    for f, p in zip(files, probs.tolist()):
+        order = sorted(range(len(labels)), key=lambda i: -p[i])
+        rows.append({"file": f, "probabilities": {labels[i]: p[i] for i in range(len(labels))}})
+        print(f"{f}\t" + "\t".join(f"{labels[i]} {p[i]:.4f}" for i in order[:k]))
+    if args.json:
+        with atomic_write(args.json, "w", encoding="utf-8") as out:
+            out.write(json.dumps(rows, indent=2))
+    return 0
+
+
+def _cmd_search(args) -> int:
+    from .corpus import read_embeddings, weights_digest
+    from .inference.zero_shot import check_corpus, search
+    from .registry import get_card
+
+    if not args.query.strip():
+        raise ValueError("the search text is empty")
+    _text_model(args)
+    corpus = read_embeddings(args.emb_dir)
+    name = get_card(args.model).name
+    check_corpus(name, corpus, where=f"the embeddings in {args.emb_dir}")      # before loading the model
+    enc = _load_for(args)
+    recorded = corpus.settings.get("weights")
+    if recorded and recorded != weights_digest(enc.network):
+        raise ValueError(f"the embeddings in {args.emb_dir} were made with other weights of {name} than these "
+                         f"(their run record's digest differs): embed and search with the same weights")
+    scores, idx = search(enc, corpus.clip, [args.query], top_k=args.top_k)
+    for rank, (s, i) in enumerate(zip(scores[0].tolist(), idx[0].tolist()), 1):
+        print(f"{rank}\t{s:.4f}\t{corpus.names[i]}\t{corpus.sources[i]}")
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     from .evaluate import SmallDataWarning, evaluate
 
@@ -395,6 +473,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", help="also write the tags as one JSON list (as --out FILE.json)")
     q.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_tag)
+    q = sub.add_parser("zero-shot", help="zero-shot classification of files by text labels (audio-text models: "
+                       "laion-clap-htsat)")
+    q.add_argument("paths", nargs="+", help="audio files, folders (recursive) or glob patterns")
+    _model_args(q)
+    q.add_argument("--labels", required=True, help="comma-separated class names, e.g. 'dog,rain,car horn'")
+    q.add_argument("--template", default=None,
+                   help="the prompt, {} for the label (default: the model's, e.g. 'This is a sound of {}.')")
+    q.add_argument("--top-k", type=_positive_int, default=None, help="labels printed per file (default all)")
+    q.add_argument("--batch-size", type=_positive_int, default=None)
+    q.add_argument("--json", help="also write every file's probabilities as one JSON list")
+    q.set_defaults(func=_cmd_zero_shot)
+    q = sub.add_parser("search", help="the clips of an embedded folder (audio-repr embed) nearest a text")
+    q.add_argument("emb_dir", help="a folder written by audio-repr embed --model NAME (npz or parquet)")
+    q.add_argument("query", help="the text, e.g. 'a dog barking'")
+    _model_args(q)
+    q.add_argument("--top-k", type=_positive_int, default=10, help="clips to list (default 10)")
+    q.set_defaults(func=_cmd_search)
     q = sub.add_parser("evaluate", help="linear-probe accuracy on a file,label[,fold|split] CSV")
     q.add_argument("csv")
     _model_args(q)

@@ -139,6 +139,17 @@ def _panns(folder, name):
     return path
 
 
+def _laion_clap(folder, name):
+    from reference_clap import checkpoint
+
+    from audio_repr.models.clap import ClapNet
+
+    torch.manual_seed(0)
+    path = folder / "630k-audioset-best.pt"
+    torch.save(checkpoint(ClapNet(**audio_repr.get_card(name).arch)), path)     # the trainer's DDP-wrapped layout
+    return path
+
+
 #: family -> (one of its models, a function ``(folder, model) -> path`` saving random weights of that model in the
 #: layout the family's original code saves). A family's own test module may give its entry instead, as
 #: ``HEAR_CHECKPOINT = (model, maker)`` in ``tests/test_<family>.py``; a family with neither fails the tests here.
@@ -146,6 +157,7 @@ CHECKPOINTS = {
     "ast": ("ast-speechcommands", _ast),
     "byola": ("byola-v1-512", _byola_v1),
     "efficientat": ("efficientat-mn04-as", _efficientat),
+    "laion-clap": ("laion-clap-htsat", _laion_clap),
     "m2d": ("m2d-vit-base", _m2d),
     "msm_mae": ("msm-mae-80x208", _msm_mae),
     "panns": ("panns-cnn14", _panns),

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..audio import AudioError, as_path, check_sample_rate, get_resampler, load_audio, to_mono_tensor
 from ..fusion import LayerSpec, fuse, mean_max_pool, resolve_layers
-from ..models.base import Backbone, Tiling
+from ..models.base import Backbone, TextTower, Tiling
 from ..registry import ModelCard, Normalisation
 from .embedding import Embedding
 from .pipeline import check_batch_size, durations, stream
@@ -385,6 +385,41 @@ class Encoder(nn.Module):
             if bar is not None:
                 bar.close()
         return out
+
+    # ---- audio-text models (CLAP) ----------------------------------------------------------------
+    @property
+    def has_text(self) -> bool:
+        """Whether the model has a text tower (:meth:`embed_text`, :func:`audio_repr.zero_shot`)."""
+        return isinstance(self.network, TextTower)
+
+    @torch.inference_mode()
+    def embed_text(self, texts: Union[str, Sequence[str]], *, batch_size: Optional[int] = 64) -> torch.Tensor:
+        """Texts -> ``[N, D]`` L2-normalised vectors in the joint space of the ``joint`` layer (one string: ``[1, D]``),
+        float32 on the CPU, ``batch_size`` texts at a time (each is tokenised to the model's fixed context, so the
+        numbers do not depend on the batch). Only for models with a text tower (:attr:`has_text`)."""
+        if not self.has_text:
+            from ..models import _meta_network
+            from ..registry import list_models
+
+            with_text = [n for n in list_models() if isinstance(_meta_network(n), TextTower)]
+            raise ValueError(f"{self.name} has no text tower: embed_text needs an audio-text model "
+                             f"({', '.join(with_text) or 'none registered'})")
+        items = [texts] if isinstance(texts, str) else list(texts)
+        if not items:
+            raise ValueError("embed_text needs at least one text (got an empty list)")
+        bad = [i for i, t in enumerate(items) if not isinstance(t, str) or not t.strip()]
+        if bad:
+            raise ValueError(f"embed_text takes non-empty strings; item {bad[0]} is {items[bad[0]]!r}")
+        check_batch_size(batch_size)
+        batch_size = 64 if batch_size is None else int(batch_size)
+        was_training = self.training
+        self.eval()
+        try:
+            out = [self.network.embed_text(items[a: a + batch_size]).to("cpu", torch.float32)
+                   for a in range(0, len(items), batch_size)]
+        finally:
+            self.train(was_training)
+        return torch.cat(out)
 
     def tag(self, audio, sr=None, *, top_k: int = 5, batch_size: Optional[int] = None):
         """The ``top_k`` labels of each input's clip-level ``logits`` with their scores (sigmoid, as the

@@ -13,12 +13,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Literal, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["Tiling", "Backbone", "LayerOutputs", "Family", "ClipPooling", "CLIP_POOLINGS"]
+__all__ = ["Tiling", "Backbone", "LayerOutputs", "Family", "TextTower", "ClipPooling", "CLIP_POOLINGS"]
 
 ClipPooling = Literal["mean_max", "mean", "token"]
 CLIP_POOLINGS = ("mean_max", "mean", "token")
@@ -102,6 +102,25 @@ class Backbone(nn.Module, ABC):
     @abstractmethod
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Mapping[str, torch.Tensor]:
         """Every layer: ``{name: [B, T_layer, D_layer]}`` (a :class:`LayerOutputs` when there are clip vectors)."""
+
+
+class TextTower(ABC):
+    """What an audio-text backbone (CLAP) adds: a text encoder into the joint space of its ``joint`` layer.
+
+    ``text_dim`` (the joint space's size), ``default_template`` (the zero-shot prompt, ``{}`` for the label),
+    :meth:`embed_text` (texts -> ``[N, text_dim]``, L2-normalised, on the network's device) and
+    :meth:`logit_scale` (the trained temperature's inverse: zero-shot logits are ``scale * audio @ text.T``)."""
+
+    text_dim: int
+    default_template: str = "{}"
+
+    @abstractmethod
+    def embed_text(self, texts: List[str]) -> torch.Tensor:
+        """``[N, text_dim]`` unit vectors in the joint space."""
+
+    @abstractmethod
+    def logit_scale(self) -> float:
+        """The factor of the cosine similarities in the original's zero-shot logits."""
 
 
 @dataclass(frozen=True)
