@@ -110,7 +110,8 @@ def _cmd_embed(args) -> int:
             args.paths, args.model, args.out, format=args.format, layers=args.layers, weights=args.weights,
             random_init=args.random_init, shard=args.shard, overwrite=args.overwrite, batch_size=args.batch_size,
             device=args.device, num_workers=args.workers, progress=not args.quiet, rows_per_file=args.rows_per_file,
-            consolidate_to=args.consolidate, engine=args.engine, address=args.address, verbose=args.verbose)
+            consolidate_to=args.consolidate, engine=args.engine, address=args.address, verbose=args.verbose,
+            short=args.short)
     print(summary, file=sys.stderr)
     if summary.consolidated is not None:
         print(f"consolidated {summary.embedded + summary.skipped} file(s) into {summary.consolidated}",
@@ -335,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="ray: run on a Ray cluster (pip install 'audio-repr[ray]'; writes --format parquet)")
     q.add_argument("--address", help="--engine ray: the cluster's address (default: RAY_ADDRESS, or a local instance)")
+    q.add_argument("--short", choices=["error", "pad"], default="error",
+                   help="a clip shorter than the model's minimum: fails (error, default) or is zero-padded, "
+                        "centred, to the minimum (pad)")
     q.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
     q.add_argument("--consolidate", metavar="NAME.npz",
                    help="also write one file for the whole dataset (clip matrix, frames with offsets) under --out")
