@@ -251,6 +251,34 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _cmd_bench_prepare(args) -> int:
+    from .bench import prepare
+
+    path = prepare(args.task, args.src, args.out)
+    with open(path, encoding="utf-8") as f:
+        n = sum(1 for _ in f) - 1
+    print(f"{args.task}: {n} clips -> {path}")
+    return 0
+
+
+def _cmd_bench_run(args) -> int:
+    from .bench import run, seeds_for
+
+    weights = {}
+    for spec in args.weights or []:
+        model, eq, path = spec.partition("=")
+        if not eq or not model or not path:
+            raise ValueError(f"--weights {spec!r}: expected MODEL=PATH")
+        weights[model] = path
+    models = [m for m in args.models.split(",") if m]
+    with _warnings_as_messages():
+        records = run(models, args.tasks, args.out, probe=args.probe, seeds=seeds_for(args.seeds),
+                      random_init=args.random_init, weights=weights, device=args.device, batch_size=args.batch_size,
+                      progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    print(Path(args.out, "results.md").read_text(encoding="utf-8") if records else "no task was run")
+    return 0 if records else 2
+
+
 def _require(module: str, extra: str, package: Optional[str] = None) -> None:
     from ._io import require
 
@@ -390,6 +418,29 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--limit", type=int, help="use only the first N rows of the CSV")
     q.add_argument("--cache", help="folder to cache the embeddings in")
     q.set_defaults(func=_cmd_plot)
+    q = sub.add_parser("bench", help="every model on a suite of tasks: prepare task CSVs, run, one table")
+    bench = q.add_subparsers(dest="bench_cmd", required=True)
+    b = bench.add_parser("prepare", help="a task CSV (file,label,fold|split) from a dataset's official layout")
+    b.add_argument("task", choices=["esc50", "us8k", "speechcommands", "gtzan-music-speech", "fsdd", "crema-d",
+                                    "gtzan", "nsynth", "vocalsound", "voxceleb1"])
+    b.add_argument("src", help="the dataset's folder, as distributed")
+    b.add_argument("--out", "-o", required=True, help="folder of task CSVs (writes OUT/TASK.csv)")
+    b.set_defaults(func=_cmd_bench_prepare)
+    b = bench.add_parser("run", help="embed (cached, resumable) and probe every model on every task")
+    b.add_argument("--models", "-m", required=True, help="comma-separated model names")
+    b.add_argument("--tasks", "-t", required=True, nargs="+", help="folders of task CSVs, or CSV files")
+    b.add_argument("--out", "-o", required=True, help="folder for embeddings, results.json/.md/.png")
+    b.add_argument("--probe", choices=["evar", "logistic"], default="evar")
+    b.add_argument("--seeds", type=_positive_int, default=3, metavar="N",
+                   help="probe seeds (and random draws): the first N of 42, 43, ... (default 3)")
+    b.add_argument("--random-init", action="store_true",
+                   help="also run each model's random-initialisation twin (one network per seed)")
+    b.add_argument("--weights", action="append", metavar="MODEL=PATH",
+                   help="a weights file for a model (repeatable; default cache/mirror/download)")
+    b.add_argument("--device", default=None)
+    b.add_argument("--batch-size", type=_positive_int, default=None)
+    b.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    b.set_defaults(func=_cmd_bench_run)
     return p
 
 

@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parent.parent / PACKAGE
 LAYERS = [
     ("entry points", ["cli", "hear"]),
     ("the package's namespace", [""]),
-    ("corpus runs, engines, tasks", ["corpus", "corpus_run", "ray", "evaluate", "plot"]),
+    ("corpus runs, engines, tasks", ["corpus", "corpus_run", "ray", "evaluate", "plot", "bench"]),
     ("inference", ["inference"]),
     ("families, front ends, blocks", ["models", "frontends", "layers"]),
     ("foundations", ["registry", "audio", "weights", "fusion", "_io", "_version"]),
