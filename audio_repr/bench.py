@@ -109,18 +109,26 @@ def _prepare_esc50(src: Path) -> Tuple[List, str, List[str]]:
     return [(str((audio / r["filename"]).resolve()), r["category"], r["fold"]) for r in items], "fold", []
 
 
+US8K_CLASSES = ("air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling", "engine_idling",
+                "gun_shot", "jackhammer", "siren", "street_music")
+
+
 def _prepare_us8k(src: Path):
-    """UrbanSound8K: ``UrbanSound8K.csv`` (``slice_file_name,...,fold,classID,class``) and ``fold<N>/`` folders
-    (anywhere below ``src``); label = ``class``, the 10 official folds. Rows whose file is absent (a partial
-    copy) are left out, so a copy holding some folds gives a task over those folds."""
-    meta = _find(src, "UrbanSound8K.csv")
-    found = {(p.parent.name, p.name): p for p in _audio_files(src)}
+    """UrbanSound8K: ``audio/fold<N>/<fsID>-<classID>-<occurrence>-<slice>.wav``; label = the class (from
+    ``UrbanSound8K.csv`` when present, else the file name's ``classID``, whose names the dataset fixes), the 10
+    official folds (the folder). A partial copy (some folds, part of a fold) gives a task over what is there."""
+    files = [p for p in _audio_files(src) if re.fullmatch(r"fold\d+", p.parent.name)]
+    metas = sorted(src.rglob("UrbanSound8K.csv"))
+    classes = {}
+    if metas:
+        with open(metas[0], newline="", encoding="utf-8") as f:
+            classes = {r["slice_file_name"]: r["class"] for r in csv.DictReader(f)}
     rows = []
-    with open(meta, newline="", encoding="utf-8") as f:
-        for r in csv.DictReader(f):
-            p = found.get((f"fold{r['fold']}", r["slice_file_name"]))
-            if p is not None:
-                rows.append((str(p.resolve()), r["class"], r["fold"]))
+    for p in files:
+        m = re.fullmatch(r"\d+-(\d)-\d+-\d+", p.stem)
+        label = classes.get(p.name) or (US8K_CLASSES[int(m.group(1))] if m else None)
+        if label is not None:
+            rows.append((str(p.resolve()), label, p.parent.name[len("fold"):]))
     return rows, "fold", []
 
 
@@ -467,7 +475,8 @@ def run(models: Sequence[str], tasks: Sequence, out, *, probe: str = "evar", see
     seconds = {t.name: _seconds(t.files) for t in ready}
     variants = [(m, False) for m in models] + ([(m, True) for m in models] if random_init else [])
     total = sum(seconds.values()) * sum(len(seeds) if r else 1 for _, r in variants)
-    log(f"bench: {len(variants)} model(s) x {len(ready)} task(s), {total:.0f} s of audio to embed "
+    twins = " and their random-init twins" if random_init else ""
+    log(f"bench: {len(models)} model(s){twins} x {len(ready)} task(s), {total:.0f} s of audio to embed "
         f"(fewer when cached), {probe} probe, seeds {seeds}")
     records, done_s, step = [], 0.0, 0
     for model, rnd in variants:
