@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parent.parent / PACKAGE
 
 #: top to bottom; a module imports only from its own row or a lower one (the longest matching prefix decides)
 LAYERS = [
-    ("entry points", ["cli", "hear"]),
+    ("entry points", ["cli", "hear", "xares"]),
     ("the package's namespace", [""]),
     ("corpus runs, engines, tasks", ["corpus", "corpus_run", "ray", "evaluate", "plot", "bench"]),
     ("inference", ["inference"]),
