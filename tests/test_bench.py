@@ -80,6 +80,18 @@ def test_cli_embed_short_pad(tmp_path, ckpt):
         assert d["clip"].shape == (512,) and float(d["duration_s"]) == pytest.approx(0.02)
 
 
+def test_hear_modules_accept_any_length():
+    from audio_repr.hear import HearModel, get_scene_embeddings, get_timestamp_embeddings
+
+    model = HearModel(audio_repr.load("byola-v1-512", pretrained=False))
+    audio = torch.randn(2, 160)                                             # 10 ms, below BYOL-A's 70 ms
+    scene = get_scene_embeddings(audio, model)
+    frames, stamps = get_timestamp_embeddings(audio, model)
+    ref = model.encoder.embed(list(audio), sr=16000, short="pad")
+    assert scene.shape == (2, 512) and frames.shape == (2, 1, 512) and stamps.shape == (2, 1)
+    torch.testing.assert_close(scene, torch.stack([e.clip for e in ref]), rtol=1e-5, atol=1e-5)
+
+
 # ---- prepare -------------------------------------------------------------------------------------------
 def _read(p):
     with open(p, newline="") as f:
