@@ -421,8 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("bench", help="every model on a suite of tasks: prepare task CSVs, run, one table")
     bench = q.add_subparsers(dest="bench_cmd", required=True)
     b = bench.add_parser("prepare", help="a task CSV (file,label,fold|split) from a dataset's official layout")
-    b.add_argument("task", choices=["esc50", "us8k", "speechcommands", "gtzan-music-speech", "fsdd", "crema-d",
-                                    "gtzan", "nsynth", "vocalsound", "voxceleb1"])
+    from .bench import TASKS
+
+    b.add_argument("task", choices=list(TASKS))
     b.add_argument("src", help="the dataset's folder, as distributed")
     b.add_argument("--out", "-o", required=True, help="folder of task CSVs (writes OUT/TASK.csv)")
     b.set_defaults(func=_cmd_bench_prepare)

@@ -157,6 +157,62 @@ def test_prepare_official_layouts(tmp_path):
     assert main(["bench", "prepare", "fsdd", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t")]) == 1
 
 
+def test_prepare_other_layouts(tmp_path):
+    w = lambda p: _tone(p, 440, 0.01, sr=8000)   # noqa: E731
+    cre = tmp_path / "crema" / "AudioWAV"
+    for actor in ("1001", "1002", "1003"):
+        for emo in ("ANG", "HAP"):
+            w(cre / f"{actor}_IEO_{emo}_HI.wav")
+    rows = _read(bench.prepare("crema-d", tmp_path / "crema", tmp_path / "t"))
+    assert len(rows) == 6 and {r["label"] for r in rows} == {"ANG", "HAP"}
+    assert all(len({r["fold"] for r in rows if r["speaker"] == a}) == 1 for a in ("1001", "1002", "1003"))
+
+    gt = tmp_path / "gtzan" / "genres"
+    for g in ("blues", "jazz"):
+        for k in (0, 1, 13):
+            w(gt / g / f"{g}.{k:05d}.wav")
+    rows = _read(bench.prepare("gtzan", tmp_path / "gtzan", tmp_path / "t"))
+    assert sorted((r["label"], r["fold"]) for r in rows if r["label"] == "jazz") == [
+        ("jazz", "1"), ("jazz", "2"), ("jazz", "4")]
+    (tmp_path / "gtzan" / "train_filtered.txt").write_text("blues/blues.00000.wav\njazz/jazz.00000.wav\n")
+    (tmp_path / "gtzan" / "test_filtered.txt").write_text("jazz/jazz.00001.wav\n")
+    rows = _read(bench.prepare("gtzan", tmp_path / "gtzan", tmp_path / "t"))
+    assert sorted((Path(r["file"]).name, r["split"]) for r in rows) == [
+        ("blues.00000.wav", "train"), ("jazz.00000.wav", "train"), ("jazz.00001.wav", "test")]
+
+    ns = tmp_path / "nsynth"
+    for split, keys in (("train", ["bass_1-022-100", "organ_2-030-050"]), ("test", ["bass_3-040-075"])):
+        (ns / f"nsynth-{split}" / "audio").mkdir(parents=True)
+        meta = {k: {"instrument_family_str": k.split("_")[0]} for k in keys}
+        (ns / f"nsynth-{split}" / "examples.json").write_text(json.dumps(meta))
+        for k in keys:
+            w(ns / f"nsynth-{split}" / "audio" / f"{k}.wav")
+    rows = _read(bench.prepare("nsynth", ns, tmp_path / "t"))
+    assert sorted((r["label"], r["split"]) for r in rows) == [("bass", "test"), ("bass", "train"), ("organ", "train")]
+
+    vs = tmp_path / "vocalsound" / "audio_16k"
+    for spk in ("f0003", "m0010"):
+        for lab in ("cough", "laughter"):
+            w(vs / f"{spk}_0_{lab}.wav")
+    rows = _read(bench.prepare("vocalsound", tmp_path / "vocalsound", tmp_path / "t"))
+    assert {r["label"] for r in rows} == {"cough", "laughter"} and "fold" in rows[0]
+    df = tmp_path / "vocalsound" / "datafiles"
+    df.mkdir()
+    (df / "tr.json").write_text(json.dumps({"data": [{"wav": "x/f0003_0_cough.wav"}, {"wav": "x/f0003_0_laughter.wav"}]}))
+    (df / "te.json").write_text(json.dumps({"data": [{"wav": "x/m0010_0_cough.wav"}]}))
+    rows = _read(bench.prepare("vocalsound", tmp_path / "vocalsound", tmp_path / "t"))
+    assert sorted(r["split"] for r in rows) == ["test", "train", "train"]
+
+    vox = tmp_path / "vox"
+    for rel in ("id10001/abc/00001.wav", "id10001/abd/00002.wav", "id10002/xyz/00001.wav"):
+        w(vox / "wav" / rel)
+    (vox / "iden_split.txt").write_text("1 id10001/abc/00001.wav\n3 id10001/abd/00002.wav\n1 id10002/xyz/00001.wav\n"
+                                        "2 id10003/gone/00001.wav\n")
+    rows = _read(bench.prepare("voxceleb1", vox, tmp_path / "t"))
+    assert sorted((r["label"], r["split"]) for r in rows) == [("id10001", "test"), ("id10001", "train"),
+                                                              ("id10002", "train")]
+
+
 # ---- run -----------------------------------------------------------------------------------------------
 def test_bench_equals_evaluate_and_writes_the_tables(tmp_path, ckpt, capsys):
     task = _tones_task(tmp_path / "tasks", noise=0.5, step=0.6, per_class=10)     # hard: the seeds disagree
