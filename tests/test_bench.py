@@ -78,6 +78,8 @@ def test_cli_embed_short_pad(tmp_path, ckpt):
     assert main(args + ["--out", str(tmp_path / "o2"), "--short", "pad"]) == 0
     with np.load(tmp_path / "o2" / "short.wav.npz") as d:
         assert d["clip"].shape == (512,) and float(d["duration_s"]) == pytest.approx(0.02)
+    assert main(args + ["--out", str(tmp_path / "o3"), "--short", "pad", "--engine", "ray", "--format", "parquet"]) == 1
+    assert not (tmp_path / "o3").exists()
 
 
 def test_hear_modules_accept_any_length():
