@@ -148,7 +148,8 @@ def _cmd_embed(args) -> int:
         args.paths, args.model, args.out, format=args.format, layers=args.layers, weights=args.weights,
         random_init=args.random_init, shard=args.shard, overwrite=args.overwrite, batch_size=args.batch_size,
         device=args.device, num_workers=args.workers, progress=not args.quiet, rows_per_file=args.rows_per_file,
-        consolidate_to=args.consolidate, engine=args.engine, address=args.address, verbose=args.verbose)
+        consolidate_to=args.consolidate, engine=args.engine, address=args.address, verbose=args.verbose,
+        short=args.short)
     print(summary, file=sys.stderr)
     if summary.consolidated is not None:
         print(f"consolidated {summary.embedded + summary.skipped} file(s) into {summary.consolidated}",
@@ -254,8 +255,7 @@ def _cmd_zero_shot(args) -> int:
     if args.json and Path(args.json).is_dir():
         raise ValueError(f"--json {args.json} is a folder: give a file name")
     enc = _load_for(args)
-    with _warnings_as_messages():
-        probs = zero_shot(enc, files, labels, template=args.template, batch_size=args.batch_size)
+    probs = zero_shot(enc, files, labels, template=args.template, batch_size=args.batch_size)
     if len(files) == 1:
         probs = probs[None]
     rows = []
@@ -350,6 +350,33 @@ def _cmd_plot(args) -> int:
         path = plot_file(enc, args.input, args.out, layers=args.layers)
     print(path)
     return 0
+
+
+def _cmd_bench_prepare(args) -> int:
+    from .bench import prepare
+
+    path = prepare(args.task, args.src, args.out)
+    with open(path, encoding="utf-8") as f:
+        n = sum(1 for _ in f) - 1
+    print(f"{args.task}: {n} clips -> {path}")
+    return 0
+
+
+def _cmd_bench_run(args) -> int:
+    from .bench import run, seeds_for
+
+    weights = {}
+    for spec in args.weights or []:
+        model, eq, path = spec.partition("=")
+        if not eq or not model or not path:
+            raise ValueError(f"--weights {spec!r}: expected MODEL=PATH")
+        weights[model] = path
+    models = [m for m in args.models.split(",") if m]
+    records = run(models, args.tasks, args.out, probe=args.probe, seeds=seeds_for(args.seeds),
+                  random_init=args.random_init, weights=weights, device=args.device, batch_size=args.batch_size,
+                  progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    print(Path(args.out, "results.md").read_text(encoding="utf-8") if records else "no task was run")
+    return 0 if records else 2
 
 
 def _require(module: str, extra: str, package: Optional[str] = None) -> None:
@@ -456,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="ray: run on a Ray cluster (pip install 'audio-repr[ray]'; writes --format parquet)")
     q.add_argument("--address", help="--engine ray: the cluster's address (default: RAY_ADDRESS, or a local instance)")
+    q.add_argument("--short", choices=["error", "pad"], default="error",
+                   help="a clip shorter than the model's minimum: fails (error, default) or is zero-padded, "
+                        "centred, to the minimum (pad)")
     q.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
     q.add_argument("--consolidate", metavar="NAME.npz",
                    help="also write one file for the whole dataset (clip matrix, frames with offsets) under --out")
@@ -523,6 +553,30 @@ def build_parser() -> argparse.ArgumentParser:
     _column_args(q, "--map: ")
     q.add_argument("--cache", help="folder to cache the embeddings in")
     q.set_defaults(func=_cmd_plot)
+    q = sub.add_parser("bench", help="every model on a suite of tasks: prepare task CSVs, run, one table")
+    bench = q.add_subparsers(dest="bench_cmd", required=True)
+    b = bench.add_parser("prepare", help="a task CSV (file,label,fold|split) from a dataset's official layout")
+    from .bench import TASKS
+
+    b.add_argument("task", choices=list(TASKS))
+    b.add_argument("src", help="the dataset's folder, as distributed")
+    b.add_argument("--out", "-o", required=True, help="folder of task CSVs (writes OUT/TASK.csv)")
+    b.set_defaults(func=_cmd_bench_prepare)
+    b = bench.add_parser("run", help="embed (cached, resumable) and probe every model on every task")
+    b.add_argument("--models", "-m", required=True, help="comma-separated model names")
+    b.add_argument("--tasks", "-t", required=True, nargs="+", help="folders of task CSVs, or CSV files")
+    b.add_argument("--out", "-o", required=True, help="folder for embeddings, results.json/.md/.png")
+    b.add_argument("--probe", choices=["evar", "logistic"], default="evar")
+    b.add_argument("--seeds", type=_positive_int, default=3, metavar="N",
+                   help="probe seeds (and random draws): the first N of 42, 43, ... (default 3)")
+    b.add_argument("--random-init", action="store_true",
+                   help="also run each model's random-initialisation twin (one network per seed)")
+    b.add_argument("--weights", action="append", metavar="MODEL=PATH",
+                   help="a weights file for a model (repeatable; default cache/mirror/download)")
+    b.add_argument("--device", default=None)
+    b.add_argument("--batch-size", type=_positive_int, default=None)
+    b.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    b.set_defaults(func=_cmd_bench_run)
     return p
 
 

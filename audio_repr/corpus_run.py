@@ -390,7 +390,7 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
                  device: Optional[str] = None, num_workers: Optional[int] = None, progress: bool = False,
                  rows_per_file: Optional[int] = None, consolidate_to: Optional[str] = None, engine: str = "local",
                  address: Optional[str] = None, actor_timeout_s: float = 300.0,
-                 verbose: bool = False) -> CorpusSummary:
+                 verbose: bool = False, short: str = "error") -> CorpusSummary:
     """Embed a corpus into the folder ``out``: what ``audio-repr embed`` does, as one call.
 
     ``inputs``: a file, folder (recursive) or glob pattern, or a list of them; output names are the files' paths
@@ -406,11 +406,13 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
     ``engine="ray"``: embed on a Ray cluster (``address``; ``device="cuda"`` gives each model actor one GPU),
     Parquet only; the cluster must hold the resources an actor asks for, and actors that cannot start within
     ``actor_timeout_s`` end the run with an error. ``verbose``: Ray's own INFO logs on the console.
+    ``short``: ``"error"`` (a clip shorter than the model's minimum fails) or ``"pad"`` (zero-padded, centred, to
+    the minimum; see :meth:`Encoder.embed`; local engine only).
 
     Returns a :class:`CorpusSummary`; a file that fails is in ``summary.failed`` (and ``OUT/_failures.log``)
     and does not stop the others. Every mistake in the arguments raises before a model is loaded or audio read.
     """
-    from .inference.encoder import Encoder, check_batch_size
+    from .inference.encoder import Encoder, check_batch_size, check_short
 
     # everything a user can get wrong is checked before the model is loaded or any audio read
     given = isinstance(model, Encoder)
@@ -421,6 +423,9 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
     if engine not in ("local", "ray"):
         raise ValueError(f"engine {engine!r}: expected 'local' or 'ray'")
     check_batch_size(batch_size)
+    check_short(short)
+    if short != "error" and engine == "ray":
+        raise ValueError("--short pad runs on the local engine: drop --engine ray (or --short)")
     if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0):
         raise ValueError(f"num_workers must be a whole number >= 0, got {num_workers!r}")
     files = _collect_or_fail(inputs)
@@ -573,7 +578,7 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
     finished, failures = False, []
     try:
         done, failures = embed_files(enc, [f for f, _ in todo], write, layers=layer_names, batch_size=batch_size,
-                                     num_workers=num_workers, seconds=seconds, progress=bar.advance)
+                                     num_workers=num_workers, seconds=seconds, progress=bar.advance, short=short)
         store.close()                  # rows of whole files written so far are kept (Parquet: a last shard)
         finished = True
     finally:

@@ -18,9 +18,9 @@ SRC = Path(__file__).resolve().parent.parent / PACKAGE
 
 #: top to bottom; a module imports only from its own row or a lower one (the longest matching prefix decides)
 LAYERS = [
-    ("entry points", ["cli", "hear"]),
+    ("entry points", ["cli", "hear", "xares"]),
     ("the package's namespace", [""]),
-    ("corpus runs, engines, tasks", ["corpus", "corpus_run", "ray", "evaluate", "plot"]),
+    ("corpus runs, engines, tasks", ["corpus", "corpus_run", "ray", "evaluate", "plot", "bench"]),
     ("inference", ["inference"]),
     ("families, front ends, blocks", ["models", "frontends", "layers"]),
     ("foundations", ["registry", "audio", "weights", "fusion", "_io", "_version"]),

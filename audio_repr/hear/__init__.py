@@ -82,7 +82,7 @@ def _rows(audio: torch.Tensor, model: HearModel):
         raise ValueError(f"HEAR audio must be a tensor [n_sounds, n_samples], got "
                          f"{tuple(audio.shape) if torch.is_tensor(audio) else type(audio).__name__}")
     return model.encoder.embed(list(audio), sr=model.sample_rate, layers=model.layers,
-                               batch_size=model.batch_size)
+                               batch_size=model.batch_size, short="pad")     # any length: short clips padded
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -38,6 +38,13 @@ from .stats import RunningMoments
 __all__ = ["Encoder", "Embedding"]
 
 Clip = Tuple[str, torch.Tensor, Optional[str]]      # (display name, mono waveform at the model's rate, source path)
+SHORT = ("error", "pad")    # what embed does with a clip shorter than the model's minimum
+
+
+def check_short(short) -> None:
+    if short not in SHORT:
+        raise ValueError(f"short={short!r}: expected 'error' (refuse clips shorter than the model's minimum) or "
+                         "'pad' (zero-pad them, centred, to the minimum)")
 
 
 @dataclass
@@ -341,7 +348,7 @@ class Encoder(nn.Module):
     @torch.inference_mode()
     def embed(self, audio, sr=None, *, layers: LayerSpec = None, batch_size: Optional[int] = None,
               progress: Union[bool, Callable[[float], None]] = False,
-              num_workers: int = 0) -> Union[Embedding, List[Embedding]]:
+              num_workers: int = 0, short: str = "error") -> Union[Embedding, List[Embedding]]:
         """Embed a clip or a list of clips (paths, 1-D/2-D arrays or tensors).
 
         ``sr``: the input sample rate of arrays and tensors (files use their own): one rate, or for a list of
@@ -353,18 +360,24 @@ class Encoder(nn.Module):
         A list of paths (and no ``sr``) goes through the corpus pipeline (:mod:`audio_repr.inference.pipeline`):
         read group by group, longest first, so memory holds one group's audio, not the whole list's;
         ``num_workers`` reader processes read the next groups meanwhile (0: in this process).
+        ``short``: a clip shorter than the model's minimum (:meth:`min_samples`) raises an ``AudioError``
+        (``"error"``, the default) or is zero-padded, centred, to that minimum (``"pad"``, as EVAR and HEAR
+        pad short clips); its ``timestamps_ms`` stay on the clip's own time line (the padding's left part is
+        subtracted: the first frames may lie before 0 ms) and ``duration_s`` is the clip's own.
         Returns an :class:`Embedding` (a list of them for a list input).
         """
         check_batch_size(batch_size)
+        check_short(short)
         names = self._layers(layers)
         if (isinstance(audio, (list, tuple)) and len(audio) > 1 and sr is None
                 and all(isinstance(a, (str, os.PathLike)) for a in audio)):
-            return self._embed_paths([str(a) for a in audio], names, batch_size, progress, num_workers)
+            return self._embed_paths([str(a) for a in audio], names, batch_size, progress, num_workers, short)
         clips, single = self._prepare(audio, sr)
-        embs = self.embed_waveforms(clips, names, batch_size, progress)
+        embs = self.embed_waveforms(clips, names, batch_size, progress, short=short)
         return embs[0] if single else embs
 
-    def _embed_paths(self, paths: List[str], names: List[str], batch_size, progress, num_workers) -> List[Embedding]:
+    def _embed_paths(self, paths: List[str], names: List[str], batch_size, progress, num_workers,
+                     short: str = "error") -> List[Embedding]:
         for p in paths:                              # before any work, as for a single file
             if not os.path.exists(p):
                 raise FileNotFoundError(f"audio file not found: {p}")
@@ -374,7 +387,7 @@ class Encoder(nn.Module):
         out: List[Optional[Embedding]] = [None] * len(paths)
         try:
             for r in stream(self, paths, layers=names, batch_size=batch_size, num_workers=num_workers,
-                            seconds=seconds, progress=report):
+                            seconds=seconds, progress=report, short=short):
                 if r.error is not None:          # an AudioError's message already names the file
                     own = r.error.startswith("AudioError: ") and r.source in r.error
                     raise AudioError(r.error[len("AudioError: "):] if own else f"{r.source}: {r.error}")
@@ -430,12 +443,43 @@ class Encoder(nn.Module):
 
     @torch.inference_mode()
     def embed_waveforms(self, clips: List[Clip], layers: LayerSpec = None, batch_size: Optional[int] = None,
-                        progress: Union[bool, Callable[[float], None]] = False) -> List[Embedding]:
+                        progress: Union[bool, Callable[[float], None]] = False,
+                        short: str = "error") -> List[Embedding]:
         """``embed`` of clips already read and resampled: ``[(name, mono waveform at the model's rate, source
-        path or None)]`` (the corpus pipeline reads files in worker processes and hands their waveforms here)."""
+        path or None)]`` (the corpus pipeline reads files in worker processes and hands their waveforms here).
+        ``short``: as for :meth:`embed`."""
+        check_short(short)
+        shifts = None
+        if short == "pad":
+            clips, shifts = self._pad_short(clips)
         plan = self._plan(clips, self._layers(layers))
         results, vectors = self._run(plan, batch_size, progress)
-        return self._assemble(plan, results, vectors)
+        embs = self._assemble(plan, results, vectors)
+        for e, (left, n) in zip(embs, shifts or []):
+            if left is not None:                 # back on the clip's own time line, with its own duration
+                e.timestamps_ms = e.timestamps_ms - 1000.0 * left / self.sample_rate
+                e.duration_s = n / self.sample_rate
+        return embs
+
+    def min_samples(self) -> int:
+        """The fewest samples (at the model's rate) a clip needs to give the network its minimum of frames."""
+        return int(self.frontend.min_samples(self.network.min_frames))
+
+    def _pad_short(self, clips: List[Clip]) -> Tuple[List[Clip], List[Tuple[Optional[int], int]]]:
+        """Clips shorter than :meth:`min_samples` zero-padded, centred, to it; -> (clips, [(left padding or
+        None when untouched, original samples)])."""
+        need = self.min_samples()
+        out, shifts = [], []
+        for name, wav, source in clips:
+            n = wav.shape[-1]
+            if n >= need:
+                out.append((name, wav, source))
+                shifts.append((None, n))
+                continue
+            left = (need - n) // 2
+            out.append((name, torch.nn.functional.pad(wav, (left, need - n - left)), source))
+            shifts.append((left, n))
+        return out, shifts
 
     def _plan(self, clips: List[Clip], names: List[str]) -> _Plan:
         fe = self.frontend

@@ -126,7 +126,7 @@ def length_groups(seconds: Sequence[float], group_files: int = 64, group_seconds
 def stream(encoder, paths: Sequence[str], *, layers: LayerSpec = None, batch_size: Optional[int] = None,
            num_workers: Optional[int] = None, seconds: Optional[Sequence[float]] = None,
            group_files: int = 64, group_seconds: float = 300.0,
-           progress: Optional[Callable[[float], None]] = None) -> Iterator[Result]:
+           progress: Optional[Callable[[float], None]] = None, short: str = "error") -> Iterator[Result]:
     """Embed ``paths`` with ``encoder``, one :class:`Result` per file, longest files first.
 
     ``encoder``: the object that computes (an :class:`~audio_repr.inference.encoder.Encoder`, handed in: this
@@ -136,7 +136,8 @@ def stream(encoder, paths: Sequence[str], *, layers: LayerSpec = None, batch_siz
     ``num_workers``: reader processes (``None``: :func:`default_workers` for the model's device; 0: read in this
     process).
     ``seconds``: each file's duration if known (else read from the headers). ``progress(seconds)`` is called
-    after every batch (see ``Encoder.embed``)."""
+    after every batch (see ``Encoder.embed``). ``short``: ``"pad"`` zero-pads clips shorter than the model's
+    minimum (see ``Encoder.embed``); ``"error"`` reports them as failed."""
     check_batch_size(batch_size)
     names = encoder._layers(layers)
     paths = [str(p) for p in paths]
@@ -161,7 +162,7 @@ def stream(encoder, paths: Sequence[str], *, layers: LayerSpec = None, batch_siz
         if not clips:
             continue
         try:
-            embs = encoder.embed_waveforms(clips, names, batch_size, progress or False)
+            embs = encoder.embed_waveforms(clips, names, batch_size, progress or False, short=short)
         except Exception:  # noqa: BLE001 - one bad file must not stop the others: again one by one
             embs = None
         if embs is not None:
@@ -170,7 +171,7 @@ def stream(encoder, paths: Sequence[str], *, layers: LayerSpec = None, batch_siz
             continue
         for i, clip in zip(readable, clips):
             try:
-                e = encoder.embed_waveforms([clip], names, batch_size, progress or False)[0]
+                e = encoder.embed_waveforms([clip], names, batch_size, progress or False, short=short)[0]
                 yield Result(i, paths[i], e)
             except Exception as err:  # noqa: BLE001
                 yield Result(i, paths[i], None, f"{type(err).__name__}: {err}")
