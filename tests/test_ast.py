@@ -427,7 +427,7 @@ def test_cards_manifest_and_offline_message():
         entry = W.manifest_entry(n)
         assert entry["hf_repo"].startswith("MIT/ast-finetuned-") and entry["licence"].startswith("BSD-3-Clause")
         net = audio_repr.load(n, pretrained=False).network
-        assert net.clip_pooling == "token" and net.tiling.pad_value == 0.0 and net.tiling.windows
+        assert net.clip_pooling == "token" and net.tiling.pad_value == 0.0 and net.tiling.independent_windows
     assert W.manifest_entry("ast-audioset")["hf_filename"] == "model.safetensors"
     with pytest.raises(audio_repr.WeightsNotFoundError, match="MIT/ast-finetuned-audioset-10-10-0.4593"):
         audio_repr.load("ast-audioset")

@@ -172,7 +172,7 @@ def test_cards_and_manifest():
         card = audio_repr.get_card(name)
         net = audio_repr.load(name, pretrained=False).network      # the network states its tiling and pooling
         assert card.family == "msm_mae" and card.arch["unit_frames"] == unit and net.clip_pooling == "mean"
-        assert net.tiling.chunk_frames == net.tiling.min_piece_frames == unit and net.tiling.windows
+        assert net.tiling.chunk_frames == net.tiling.min_piece_frames == unit and net.tiling.independent_windows
         assert card.normalisation.per_clip and card.frontend["n_fft"] == 400 and card.frontend["mel_scale"] == "slaney"
         assert card.weights == f"{release}.zip"
         entry = manifest[card.weights]

@@ -57,7 +57,7 @@ class _Piece:
 @dataclass
 class _Plan:
     clips: List[Clip]
-    names: List[str]                 # the layers, in output order
+    layers: List[str]                # the selected layers, in output order
     strides: Dict[str, int]
     padded: List[torch.Tensor]       # each clip edge-padded once
     n_frames: List[int]              # each clip's feature frames
@@ -65,7 +65,8 @@ class _Plan:
     per_clip: Optional[List[Tuple[float, float]]]   # per-clip (mean, std) when the normalisation asks for it
 
     @property
-    def target(self) -> int:         # the coarsest selected stride: the output grid
+    def output_stride(self) -> int:
+        """The coarsest selected stride (front-end frames per output step): the output grid."""
         return max(self.strides.values())
 
 
@@ -240,51 +241,62 @@ class Encoder(nn.Module):
         items = [audio] if single else list(audio)
         if not items:
             raise AudioError("no audio given (empty list)")
-        model_rate = f"the model's rate is {self.sample_rate} Hz and inputs are resampled to it"
-        if isinstance(sr, np.ndarray) and sr.ndim == 1:
-            sr = list(sr)
-        if isinstance(sr, (list, tuple)):
-            if single:
-                raise AudioError(f"sr is a list of {len(sr)} sample rates but audio is a single input: pass its one "
-                                 f"input sample rate (a list of rates is for a list of inputs, one rate each)")
-            if len(sr) != len(items):
-                raise AudioError(f"sr has {len(sr)} sample rates but there are {len(items)} inputs: pass one input "
-                                 f"sample rate per input (None for a file), or one rate for all the arrays")
-            rates, per_item = list(sr), True
-        else:
-            rates, per_item = [sr] * len(items), False
+        rates, per_item = self._input_rates(sr, len(items), single)
         out = []
         for i, (item, rate) in enumerate(zip(items, rates)):
             name = f"audio[{i}]" if not single else "audio"
-            is_file = isinstance(item, (str, os.PathLike))
-            if rate is not None:
-                if is_file and per_item:
-                    raise AudioError(f"{name}: a file is read at the file's own sample rate (from its header), so "
-                                     f"sr[{i}] must be None, got {rate!r}")
-                try:                    # also for a file, which uses its own rate: a bad sr is a mistake anyway
-                    in_sr = check_sample_rate(rate, "input sample rate")
-                except AudioError as e:
-                    raise AudioError(f"{name}: {e}; {model_rate}") from None
-            if is_file:
-                name = source = str(item)
-                wav, in_sr = load_audio(item)
-                wav = to_mono_tensor(wav, name)
-            else:
-                source = None
-                if rate is None:
-                    where = f"sr[{i}] is None" if per_item else "embed(wav, sr=...)"
-                    raise AudioError(f"{name}: a waveform array needs its input sample rate: {where} "
-                                     f"({model_rate})")
-                wav = to_mono_tensor(item, name)
-            wav = wav.to(self.device)
-            if in_sr != self.sample_rate:
-                try:
-                    wav = get_resampler(self.card.resampler)(wav, in_sr, self.sample_rate)
-                except AudioError as e:
-                    raise AudioError(f"{name}: cannot resample from the input sample rate {in_sr} Hz to the "
-                                     f"model's rate {self.sample_rate} Hz: {e}") from e
-            out.append((name, wav, source))
+            name, wav, source, in_sr = self._read_input(item, rate, name, i, per_item)
+            out.append((name, self._to_model_rate(wav.to(self.device), in_sr, name), source))
         return out, single
+
+    def _model_rate_note(self) -> str:
+        return f"the model's rate is {self.sample_rate} Hz and inputs are resampled to it"
+
+    def _input_rates(self, sr, n_items: int, single: bool) -> Tuple[list, bool]:
+        """-> (one input rate per item, whether ``sr`` was given per item)."""
+        if isinstance(sr, np.ndarray) and sr.ndim == 1:
+            sr = list(sr)
+        if not isinstance(sr, (list, tuple)):
+            return [sr] * n_items, False
+        if single:
+            raise AudioError(f"sr is a list of {len(sr)} sample rates but audio is a single input: pass its one "
+                             f"input sample rate (a list of rates is for a list of inputs, one rate each)")
+        if len(sr) != n_items:
+            raise AudioError(f"sr has {len(sr)} sample rates but there are {n_items} inputs: pass one input "
+                             f"sample rate per input (None for a file), or one rate for all the arrays")
+        return list(sr), True
+
+    def _read_input(self, item, rate, name: str, i: int, per_item: bool):
+        """One input -> (display name, mono waveform, source path or None, its sample rate)."""
+        is_file = isinstance(item, (str, os.PathLike))
+        in_sr = None
+        if rate is not None:
+            if is_file and per_item:
+                raise AudioError(f"{name}: a file is read at the file's own sample rate (from its header), so "
+                                 f"sr[{i}] must be None, got {rate!r}")
+            try:                    # also for a file, which uses its own rate: a bad sr is a mistake anyway
+                in_sr = check_sample_rate(rate, "input sample rate")
+            except AudioError as e:
+                raise AudioError(f"{name}: {e}; {self._model_rate_note()}") from None
+        if is_file:
+            name = str(item)
+            wav, in_sr = load_audio(item)
+            return name, to_mono_tensor(wav, name), name, in_sr
+        if rate is None:
+            where = f"sr[{i}] is None" if per_item else "embed(wav, sr=...)"
+            raise AudioError(f"{name}: a waveform array needs its input sample rate: {where} "
+                             f"({self._model_rate_note()})")
+        return name, to_mono_tensor(item, name), None, in_sr
+
+    def _to_model_rate(self, wav: torch.Tensor, in_sr: int, name: str) -> torch.Tensor:
+        """Resample ``wav`` from ``in_sr`` to the model's rate with the card's resampler."""
+        if in_sr == self.sample_rate:
+            return wav
+        try:
+            return get_resampler(self.card.resampler)(wav, in_sr, self.sample_rate)
+        except AudioError as e:
+            raise AudioError(f"{name}: cannot resample from the input sample rate {in_sr} Hz to the "
+                             f"model's rate {self.sample_rate} Hz: {e}") from e
 
     def waveforms(self, audio, sr: Optional[int] = None) -> Union[torch.Tensor, List[torch.Tensor]]:
         """What ``embed`` feeds its front end: each input read, downmixed and resampled (with the card's
@@ -423,7 +435,7 @@ class Encoder(nn.Module):
         context = -(-tiling.context_frames // stride) * stride
         overlap = tiling.overlap_frames
         pieces = []
-        if tiling.windows and overlap > 0:
+        if tiling.independent_windows and overlap > 0:
             # independent windows of chunk + overlap frames every chunk frames (each also reads the overlap's
             # real frames after its own); the last window owns the rest when it fits in chunk + overlap frames
             a = 0
@@ -441,7 +453,7 @@ class Encoder(nn.Module):
     def _core(self, p: _Piece, n_frames: int, layer: str) -> int:
         """How many output steps of ``layer`` belong to piece ``p`` (the rest is context)."""
         s = self.network.layer_strides[layer]
-        if self.tiling.windows:
+        if self.tiling.independent_windows:
             return self.network.out_frames(p.stop - p.start, layer)
         return (p.stop - p.start) // s if not p.last else n_frames // s - p.start // s
 
@@ -466,61 +478,77 @@ class Encoder(nn.Module):
         """Every piece through the backbone, longest first, in the batches of :meth:`_batches`. Returns each
         piece's fused output steps ``{(clip, start): [steps, D]}`` (own memory, on the CPU) and, for token
         pooling, its clip vector."""
-        pieces, names, strides = plan.pieces, plan.names, plan.strides
+        pieces = plan.pieces
         batches = self._batches(pieces, batch_size)
         long_audio = len(pieces) > max(len(plan.clips), len(batches[0]))   # some clip is split into many pieces
-        token = self.network.clip_pooling == "token"
         results: Dict[Tuple[int, int], torch.Tensor] = {}
         vectors: Dict[Tuple[int, int], torch.Tensor] = {}
         report = progress if callable(progress) else None
         bar = _progress(len(pieces), progress is True, self.name)
-        seconds = [wav.shape[-1] / self.sample_rate for _, wav, _ in plan.clips]
         was_training = self.training
         self.eval()
         try:
             for indices in batches:
                 batch = [pieces[i] for i in indices]
-                feats = self._piece_features(batch, plan.padded)
-                lens = torch.tensor([p.n_frames for p in batch], device=feats.device)
-                stats = None
-                if plan.per_clip is not None:
-                    scale = self.normalisation.scale
-                    stats = (torch.tensor([plan.per_clip[p.clip][0] for p in batch], device=feats.device),
-                             torch.tensor([plan.per_clip[p.clip][1] * scale for p in batch], device=feats.device))
-                outs = self._network(feats, lens, stats)
-                tok = outs.clip if token else None
-                if token and tok is None:
-                    raise ValueError(f"{self.name}: a backbone with clip_pooling='token' must return LayerOutputs.clip")
-                # one copy to the host per batch and layer (each piece's steps are cut from it there)
-                host = {n: outs[n].to("cpu", torch.float32) for n in names}
-                host_tok = torch.cat([tok[n].to("cpu", torch.float32) for n in names], dim=-1) if token else None
-                del outs, tok
-                for j, p in enumerate(batch):
-                    parts = {}
-                    for n in names:
-                        s = strides[n]
-                        core = self._core(p, plan.n_frames[p.clip], n)
-                        parts[n] = host[n][j, p.left // s: p.left // s + core]
-                    r = fuse(parts, strides) if len(names) > 1 else parts[names[0]]
-                    # own the memory: a view would keep the whole batch output (context included) alive
-                    results[(p.clip, p.start)] = r.clone() if r._base is not None else r
-                    if host_tok is not None:
-                        vectors[(p.clip, p.start)] = host_tok[j].clone()
-                del host, host_tok, feats
+                self._run_batch(plan, batch, results, vectors)
                 if long_audio:
                     _release_free_heap()
                 if bar is not None:
                     bar.update(len(batch))
-                if report is not None:   # the seconds of audio the batch's pieces own (their share of the clip)
-                    report(sum(seconds[p.clip] * (p.stop - p.start) / plan.n_frames[p.clip] for p in batch))
+                if report is not None:
+                    report(self._batch_seconds(plan, batch))
         finally:
             self.train(was_training)
             if bar is not None:
                 bar.close()
         return results, vectors
 
+    def _run_batch(self, plan: _Plan, batch: List[_Piece], results: Dict, vectors: Dict) -> None:
+        """One batch of pieces: features, normalisation, the backbone; each piece's own steps into ``results``
+        (and its clip vector into ``vectors`` for token pooling)."""
+        token = self.network.clip_pooling == "token"
+        feats = self._piece_features(batch, plan.padded)
+        lens = torch.tensor([p.n_frames for p in batch], device=feats.device)
+        outs = self._network(feats, lens, self._piece_stats(plan, batch, feats.device))
+        tok = outs.clip if token else None
+        if token and tok is None:
+            raise ValueError(f"{self.name}: a backbone with clip_pooling='token' must return LayerOutputs.clip")
+        # one copy to the host per batch and layer (each piece's steps are cut from it there)
+        host = {n: outs[n].to("cpu", torch.float32) for n in plan.layers}
+        host_tok = torch.cat([tok[n].to("cpu", torch.float32) for n in plan.layers], dim=-1) if token else None
+        del outs, tok, feats
+        for j, p in enumerate(batch):
+            r = self._piece_steps(plan, p, {n: host[n][j] for n in plan.layers})
+            # own the memory: a view would keep the whole batch output (context included) alive
+            results[(p.clip, p.start)] = r.clone() if r._base is not None else r
+            if host_tok is not None:
+                vectors[(p.clip, p.start)] = host_tok[j].clone()
+
+    def _piece_stats(self, plan: _Plan, batch: List[_Piece], device) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """Per-clip (mean, divisor) of each piece's clip, when the normalisation is per clip (else ``None``)."""
+        if plan.per_clip is None:
+            return None
+        scale = self.normalisation.scale
+        return (torch.tensor([plan.per_clip[p.clip][0] for p in batch], device=device),
+                torch.tensor([plan.per_clip[p.clip][1] * scale for p in batch], device=device))
+
+    def _piece_steps(self, plan: _Plan, p: _Piece, outputs: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """A piece's own output steps of each selected layer (its context cut off), fused into one [steps, D]."""
+        strides = plan.strides
+        parts = {}
+        for n in plan.layers:
+            s = strides[n]
+            core = self._core(p, plan.n_frames[p.clip], n)
+            parts[n] = outputs[n][p.left // s: p.left // s + core]
+        return fuse(parts, strides) if len(plan.layers) > 1 else parts[plan.layers[0]]
+
+    def _batch_seconds(self, plan: _Plan, batch: List[_Piece]) -> float:
+        """The seconds of audio the batch's pieces own (their share of the clip)."""
+        return sum(plan.clips[p.clip][1].shape[-1] / self.sample_rate * (p.stop - p.start) / plan.n_frames[p.clip]
+                   for p in batch)
+
     def _assemble(self, plan: _Plan, results: Dict, vectors: Dict) -> List[Embedding]:
-        names, strides, target = plan.names, plan.strides, plan.target
+        names, strides, target = plan.layers, plan.strides, plan.output_stride
         fe = self.frontend
         slices, c = {}, 0
         for n in names:

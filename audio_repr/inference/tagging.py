@@ -114,7 +114,7 @@ def _whole_windows(encoder, n_samples: int) -> List[Tuple[int, int]]:
     """``(start, stop)`` sample ranges: the whole clip when the backbone runs it whole, else windows of the
     longest length it runs whole, every such length, the last one ending at the clip's end."""
     tiling = encoder.tiling
-    if not tiling.windows:                    # context pieces: the stitched result is the whole-clip one
+    if not tiling.independent_windows:                    # context pieces: the stitched result is the whole-clip one
         return [(0, n_samples)]
     stride = encoder.network.max_stride
     limit = max(stride, tiling.chunk_frames // stride * stride) + tiling.overlap_frames

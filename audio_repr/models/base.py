@@ -48,7 +48,8 @@ class Tiling:
     pad_value: Optional[float] = None
 
     @property
-    def windows(self) -> bool:
+    def independent_windows(self) -> bool:
+        """Whether pieces are the model's own independent windows (``context_frames == 0``), not context pieces."""
         return self.context_frames == 0
 
 
