@@ -29,7 +29,7 @@ from torch import nn
 
 from ..audio import AudioError, check_sample_rate, get_resampler, load_audio, to_mono_tensor
 from ..fusion import LayerSpec, fuse, mean_max_pool, resolve_layers
-from ..models.base import Backbone, Tiling
+from ..models.base import Backbone, Tiling, length_mask
 from ..registry import ModelCard, Normalisation
 from .embedding import Embedding
 from .pipeline import check_batch_size, durations, stream
@@ -318,7 +318,7 @@ class Encoder(nn.Module):
         n_frames = torch.tensor([self.frontend.frames_for(L) for L in lengths], device=x.device)
         stats = None
         if self.normalisation.per_clip:
-            valid = (torch.arange(x.shape[-1], device=x.device)[None] < n_frames[:, None])[:, None, :]
+            valid = length_mask(n_frames, x.shape[-1])[:, None, :]
             count = valid.sum(dim=(1, 2)) * x.shape[1]
             mean = (x * valid).sum(dim=(1, 2)) / count
             # Bessel-corrected, as torch's x.std() that the originals apply to their batch
@@ -336,8 +336,7 @@ class Encoder(nn.Module):
         need = max(self.network.in_frames(int(n)) for n in n_frames.tolist())
         if need > feats.shape[-1]:
             feats = torch.nn.functional.pad(feats, (0, need - feats.shape[-1]))
-        t = torch.arange(feats.shape[-1], device=feats.device)
-        valid = (t[None, :] < n_frames[:, None])[:, None, :]
+        valid = length_mask(n_frames.to(feats.device), feats.shape[-1])[:, None, :]
         pad_value = self.tiling.pad_value
         if pad_value is None:                               # zero after normalisation
             x = ((feats - mean) / div) * valid.to(feats.dtype)

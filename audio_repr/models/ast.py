@@ -65,7 +65,7 @@ from ..frontends import KaldiFbank
 from ..registry import ModelCard, Normalisation, register
 from ..weights import unwrap_state_dict
 from . import register_family
-from .base import Backbone, Family, LayerOutputs, Tiling
+from .base import Backbone, Family, LayerOutputs, Tiling, length_mask
 
 __all__ = ["ASTNet", "ASTOutputs", "convert_state_dict", "load_weights"]
 
@@ -185,7 +185,7 @@ class ASTNet(Backbone):
             pw = grid[:, idx.clamp(0, self.t_patches - 1)].permute(1, 0, 2, 3)   # [N, F', T', D]
             tok = (p.permute(0, 2, 3, 1) + pw).reshape(N, Fp * Tp, D)
             if min(patches) < Tp:
-                keep = (torch.arange(Tp, device=x.device)[None] < t[:, None])[:, None, :].expand(N, Fp, Tp)
+                keep = length_mask(t, Tp)[:, None, :].expand(N, Fp, Tp)
                 keep = torch.cat([keep.new_ones(N, 2), keep.reshape(N, Fp * Tp)], dim=1)
                 mask = keep[:, None, None, :]
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(N, -1, -1)

@@ -74,7 +74,7 @@ from ..layers.relpos import RelPosEncoderLayer, deep_norm_alpha
 from ..registry import ModelCard, Normalisation, register
 from ..weights import WeightsError, load_checkpoint, unwrap_state_dict
 from . import register_family
-from .base import Backbone, Family, Tiling
+from .base import Backbone, Family, Tiling, length_mask
 
 __all__ = ["BEATsFbank", "BEATsNet", "arch_from_cfg", "convert_checkpoint", "load_state", "CFG_DEFAULTS",
            "FBANK_MEAN", "FBANK_STD"]
@@ -273,10 +273,9 @@ class BEATsNet(Backbone):
             h, pad = grid.reshape(B, L, D), None
         else:
             h = grid.new_zeros(N, L, D)
-            pad = torch.ones(N, L, dtype=torch.bool, device=dev)
+            pad = ~length_mask(torch.tensor([Fp * w.count for w in wins], device=dev), L)
             for i, w in enumerate(wins):
                 h[i, : Fp * w.count] = grid[w.row, w.start: w.start + w.count].reshape(-1, D)
-                pad[i, : Fp * w.count] = False
         h = h + self.encoder.pos_conv(h)
         if not self.encoder.layer_norm_first:
             h = self.encoder.layer_norm(h)

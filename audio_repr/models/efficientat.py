@@ -53,7 +53,7 @@ from ..frontends.efficientat import EfficientATMel
 from ..registry import ModelCard, Normalisation, register
 from ..weights import load_checkpoint, select_tensors
 from . import register_family
-from .base import Backbone, Family, LayerOutputs, Tiling
+from .base import Backbone, Family, LayerOutputs, Tiling, length_mask
 
 __all__ = ["MobileNetV3", "DyMN", "build_network", "convert_state_dict", "load_state"]
 
@@ -84,7 +84,7 @@ class ConvBNAct(nn.Sequential):
         x = self(x)
         if self.stride > 1 and lengths is not None:
             lengths = _ceil_div(lengths, self.stride)                   # "same" padding
-        return _mask(x, lengths), lengths
+        return _zero_past_length(x, lengths), lengths
 
 
 class SqueezeExcitation(nn.Module):
@@ -130,7 +130,7 @@ class InvertedResidual(nn.Module):
                 h = sub.conc_se_layers[0](h, _mean_ft(h, lengths))
             else:
                 h, lengths = sub.run(h, lengths)
-        return (_mask(h + x, lengths) if self.use_res_connect else h), lengths
+        return (_zero_past_length(h + x, lengths) if self.use_res_connect else h), lengths
 
 
 # input_channels, kernel, expanded_channels, out_channels, use_se, hardswish, stride (index into `strides` or 1)
@@ -143,11 +143,11 @@ _SETTING = [
 ]
 
 
-def _mask(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-    """Zero time steps (last axis) of ``x`` [B, C, F, T] at or beyond ``lengths`` [B]."""
+def _zero_past_length(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x`` [B, C, F, T] with time steps (last axis) at or beyond ``lengths`` [B] zeroed."""
     if lengths is None or bool((lengths >= x.shape[-1]).all()):   # nothing to zero: x * 1 would be x
         return x
-    keep = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
+    keep = length_mask(lengths.to(x.device), x.shape[-1])
     return x * keep[:, None, None, :].to(x.dtype)
 
 
@@ -206,7 +206,7 @@ class MobileNetV3(Backbone):
         """``(K, features[K]'s map [B, C, F, T_K], each row's steps)`` in turn."""
         if x.ndim == 3:
             x = x[:, None]
-        x = _mask(x, lengths)
+        x = _zero_past_length(x, lengths)
         for i, layer in enumerate(self.features):
             x, lengths = layer.run(x, lengths)
             yield i, x, lengths
@@ -311,7 +311,7 @@ class ContextGen(nn.Module):
             cf = x.sum(dim=3, keepdim=True) / lengths.to(x.dtype)[:, None, None, None]
         ct = x.mean(dim=2, keepdim=True).transpose(2, 3)                                     # [B, C, T, 1]
         g = F.hardswish(self.joint_norm(self.joint_conv(torch.cat([cf, ct], dim=2))))         # [B, H, F + T, 1]
-        h_f, h_t = g[:, :, :n_f], _mask(g[:, :, n_f:].transpose(2, 3), lengths)              # [B, H, 1, T]
+        h_f, h_t = g[:, :, :n_f], _zero_past_length(g[:, :, n_f:].transpose(2, 3), lengths)              # [B, H, 1, T]
         if lengths is None:
             context = g.mean(dim=(2, 3))
         else:
@@ -353,13 +353,13 @@ class DynamicInvertedResidual(nn.Module):
         context, att_f, att_t = self.context_gen(x, lengths)
         h = x
         if self.exp_conv is not None:                   # zero past the steps before the depthwise conv reads them
-            h = _mask(self.act(self.exp_norm(self.exp_conv(h, context))), lengths)
+            h = _zero_past_length(self.act(self.exp_norm(self.exp_conv(h, context))), lengths)
         h = self.depth_norm(self.depth_conv(h, context))
         if self.stride > 1 and lengths is not None:
             lengths = _ceil_div(lengths, self.stride)
         h = self.depth_act(h, context) * torch.sigmoid(att_f) * torch.sigmoid(att_t)
         h = self.proj_norm(self.proj_conv(h, context))
-        return _mask(h + x if self.use_res_connect else h, lengths), lengths
+        return _zero_past_length(h + x if self.use_res_connect else h, lengths), lengths
 
 
 class DyMN(MobileNetV3):

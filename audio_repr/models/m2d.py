@@ -57,7 +57,7 @@ from ..layers.vit import Block, PatchEmbed
 from ..registry import ModelCard, Normalisation, register
 from ..weights import WeightsError, unwrap_state_dict
 from . import msm_mae, register_family
-from .base import Backbone, Family, Tiling
+from .base import Backbone, Family, Tiling, length_mask
 
 __all__ = ["M2DEncoder", "convert_state_dict", "load_weights", "parse_run_name", "DEFAULT_NORM_STATS"]
 
@@ -154,7 +154,7 @@ class M2DEncoder(Backbone):
         cols = torch.div(real + pt - 1, pt, rounding_mode="floor").reshape(B * n)
         if bool((cols >= w).all()):
             return None
-        valid = torch.arange(w, device=device).view(1, w) < cols.view(-1, 1)
+        valid = length_mask(cols, w)
         keys = torch.cat([valid.new_ones(B * n, 1), valid.repeat(1, self.grid[0])], dim=1)
         return keys[:, None, None, :]
 
