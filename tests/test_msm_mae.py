@@ -150,7 +150,7 @@ def test_release_folder_zip_and_errors(tmp_path):
         z.write(folder / "checkpoint-100.pth", "80x208p16x16_0422/checkpoint-100.pth")
     want = {k: v for k, v in net.state_dict().items() if not k.startswith(("decoder", "mask_token"))}
     for src in (folder, archive, folder / "checkpoint-100.pth"):
-        got = msm_mae.load_weights(src)
+        got = msm_mae.load_state(src)
         assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
     assert not any(k.startswith(("decoder", "mask_token")) for k in got)
     # DDP-prefixed bare state dict

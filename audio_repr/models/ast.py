@@ -67,7 +67,7 @@ from ..weights import unwrap_state_dict
 from . import register_family
 from .base import Backbone, Family, LayerOutputs, Tiling, length_mask
 
-__all__ = ["ASTNet", "ASTOutputs", "convert_state_dict", "load_weights"]
+__all__ = ["ASTNet", "ASTOutputs", "convert_state_dict", "load_state"]
 
 
 class ASTOutputs(LayerOutputs):
@@ -319,7 +319,7 @@ def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
     return out
 
 
-def load_weights(path) -> Dict[str, torch.Tensor]:
+def load_state(path) -> Dict[str, torch.Tensor]:
     """A checkpoint file (original ``.pth``, transformers ``.safetensors``/``.bin``) or a folder saved
     by transformers' ``save_pretrained`` -> our state dict."""
     from ..weights import WeightsError, load_checkpoint
@@ -340,7 +340,7 @@ def load_weights(path) -> Dict[str, torch.Tensor]:
     return convert_state_dict(load_checkpoint(path))
 
 
-register_family(Family("ast", build_frontend=KaldiFbank, build_network=ASTNet, load_state=load_weights))
+register_family(Family("ast", build_frontend=KaldiFbank, build_network=ASTNet, load_state=load_state))
 
 
 # ---- the cards ---------------------------------------------------------------------------------------------------

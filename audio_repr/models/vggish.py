@@ -83,7 +83,7 @@ from ..weights import unwrap_state_dict
 from . import register_family
 from .base import Backbone, Family, Tiling
 
-__all__ = ["VGGish", "LayerOutputs", "convert_state_dict", "load_weights",
+__all__ = ["VGGish", "LayerOutputs", "convert_state_dict", "load_state",
            "load_pca_params", "enable_postprocessor", "disable_postprocessor", "LAYER_NAMES", "PCA_WEIGHTS_KEY"]
 
 # the conv stack as one Sequential: channels of each conv, "M" for a 2x2 max pool
@@ -367,7 +367,7 @@ def _is_tf_checkpoint(path: Path) -> bool:
             or (path.is_dir() and any(path.glob("*.ckpt*"))))
 
 
-def load_weights(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
+def load_state(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
     """A VGGish weights file -> our state dict: a PyTorch checkpoint (read with ``weights_only=True``)
     or an ``.npz`` of TF variables (read without pickle)."""
     from ..weights import WeightsError, load_checkpoint
@@ -465,7 +465,7 @@ def disable_postprocessor(model) -> None:
     _network_of(model).clear_postprocessor()
 
 
-register_family(Family("vggish", build_frontend=VGGishLogMel, build_network=VGGish, load_state=load_weights))
+register_family(Family("vggish", build_frontend=VGGishLogMel, build_network=VGGish, load_state=load_state))
 
 
 # ---- the cards ---------------------------------------------------------------------------------------------------
