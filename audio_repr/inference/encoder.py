@@ -220,7 +220,9 @@ class Encoder(nn.Module):
             yield fe.window_frames(padded, a, min(T, a + frames))[0]
 
     def _clip_stats(self, wav: torch.Tensor) -> Tuple[float, float]:
-        """Mean and Bessel-corrected std (as torch's ``x.std()`` in the originals) of one clip's features."""
+        """Mean and Bessel-corrected std (as torch's ``x.std()`` in the originals) of one clip's features: the
+        per-clip statistics ``embed`` uses (streamed, bounded memory; :func:`_batch_clip_stats` is the same
+        statistic on a padded batch, differentiable, for ``forward``)."""
         m = RunningMoments()
         for feats in self._feature_chunks(wav):
             m.add(feats)
@@ -318,12 +320,8 @@ class Encoder(nn.Module):
         n_frames = torch.tensor([self.frontend.frames_for(L) for L in lengths], device=x.device)
         stats = None
         if self.normalisation.per_clip:
-            valid = length_mask(n_frames, x.shape[-1])[:, None, :]
-            count = valid.sum(dim=(1, 2)) * x.shape[1]
-            mean = (x * valid).sum(dim=(1, 2)) / count
-            # Bessel-corrected, as torch's x.std() that the originals apply to their batch
-            var = (((x - mean[:, None, None]) * valid) ** 2).sum(dim=(1, 2)) / (count - 1).clamp(min=1)
-            stats = (mean, var.sqrt() * self.normalisation.scale)
+            mean, std = _batch_clip_stats(x, n_frames)
+            stats = (mean, std * self.normalisation.scale)
         return self._network(x, n_frames, stats)
 
     def _network(self, feats: torch.Tensor, n_frames: torch.Tensor,
@@ -413,18 +411,25 @@ class Encoder(nn.Module):
         fe = self.frontend
         padded, n_frames, pieces = [], [], []
         for ci, (name, wav, _) in enumerate(clips):
-            T = fe.frames_for(wav.shape[-1])
-            need = self.network.min_frames
-            if T < need:
-                min_ms = 1000.0 * fe.min_samples(need) / self.sample_rate
-                raise AudioError(f"{name}: {1000.0 * wav.shape[-1] / self.sample_rate:.1f} ms of audio is too short "
-                                 f"for {self.name}: it needs at least {min_ms:.0f} ms")
+            T = self.check_min_length(name, wav)
             padded.append(fe.edge_pad(wav))
             n_frames.append(T)
             pieces.extend(self._pieces(ci, T))
         per_clip = [self._clip_stats(w) for _, w, _ in clips] if self.normalisation.per_clip else None
         return _Plan(clips, names, {n: self.network.layer_strides[n] for n in names}, padded, n_frames, pieces,
                      per_clip)
+
+    def check_min_length(self, name: str, wav: torch.Tensor) -> int:
+        """The feature frames of waveform ``wav`` (at the model's rate); raises the one "too short" error, naming
+        the input ``name``, when they are fewer than the backbone's ``min_frames``."""
+        fe = self.frontend
+        T = fe.frames_for(wav.shape[-1])
+        need = self.network.min_frames
+        if T < need:
+            min_ms = 1000.0 * fe.min_samples(need) / self.sample_rate
+            raise AudioError(f"{name}: {1000.0 * wav.shape[-1] / self.sample_rate:.1f} ms of audio is too short "
+                             f"for {self.name}: it needs at least {min_ms:.0f} ms")
+        return T
 
     def _pieces(self, clip: int, n_frames: int) -> List[_Piece]:
         """Cut a clip of ``n_frames`` feature frames into pieces (see :class:`~audio_repr.models.base.Tiling`)."""
@@ -595,6 +600,17 @@ class Encoder(nn.Module):
             stack[j, : s.shape[-1]] = s
         frames = max(max(f1 - f0 for f0, f1 in span), self.tiling.min_piece_frames)
         return fe.window_frames(stack, 0, frames)
+
+
+def _batch_clip_stats(x: torch.Tensor, n_frames: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (mean, Bessel-corrected std) of features ``x`` [B, F, T] over each row's own ``n_frames``: the
+    per-clip statistics of :meth:`Encoder._clip_stats` computed on a padded batch, on its device, differentiable."""
+    valid = length_mask(n_frames, x.shape[-1])[:, None, :]
+    count = valid.sum(dim=(1, 2)) * x.shape[1]
+    mean = (x * valid).sum(dim=(1, 2)) / count
+    # Bessel-corrected, as torch's x.std() that the originals apply to their batch
+    var = (((x - mean[:, None, None]) * valid) ** 2).sum(dim=(1, 2)) / (count - 1).clamp(min=1)
+    return mean, var.sqrt()
 
 
 _LIBC_TRIM = None
