@@ -381,8 +381,9 @@ class Encoder(nn.Module):
             for r in stream(self, paths, layers=names, batch_size=batch_size, num_workers=num_workers,
                             seconds=seconds, progress=report):
                 if r.error is not None:          # an AudioError's message already names the file
-                    own = r.error.startswith("AudioError: ") and r.source in r.error
-                    raise AudioError(r.error[len("AudioError: "):] if own else f"{r.source}: {r.error}")
+                    if type(r.error) is AudioError and r.source in str(r.error):
+                        raise r.error
+                    raise AudioError(f"{r.source}: {r.reason}") from r.error
                 out[r.index] = r.embedding
             if bar is not None:
                 bar.update(bar.total - bar.n)            # float sums of the pieces' shares: end exactly at the total
