@@ -106,7 +106,9 @@ def _cmd_download(args) -> int:
         return 0
     if not args.names:
         raise ValueError("name the models to download, or use --all [--family F]")
-    extras = _extra_files()
+    from .weights import companion_files
+
+    extras = companion_files()
     for name in args.names:
         # a model, or a companion file of the manifest that is not a model (e.g. vggish-pca)
         key = name if name in extras else get_card(name).name
@@ -133,13 +135,6 @@ def _cmd_verify(args) -> int:
         print(f"audio-repr: error: {len(bad)} cached file(s) no longer match: {', '.join(bad)}", file=sys.stderr)
         return 1
     return 0
-
-
-def _extra_files() -> dict:
-    """Manifest entries that are not models (files some models can use, e.g. VGGish's PCA)."""
-    from .weights import companion_files
-
-    return companion_files()
 
 
 def _cmd_embed(args) -> int:
@@ -349,9 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("info", help="a model's card as JSON")
     q.add_argument("name")
     q.set_defaults(func=_cmd_info)
+    from .weights import companion_files
+
     q = sub.add_parser("download", help="fetch weights into the cache for offline use (copied from "
                        "AUDIO_REPR_MIRROR when the file is there, else downloaded; verified)")
-    q.add_argument("names", nargs="*", help="models, or companion files: " + ", ".join(_extra_files()))
+    q.add_argument("names", nargs="*", help="models, or companion files: " + ", ".join(companion_files()))
     q.add_argument("--all", action="store_true", help="every weights file (air-gapped preparation)")
     q.add_argument("--family", help="with --all: only the files of this family's models")
     q.add_argument("--force", action="store_true", help="download again even if cached")
@@ -359,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_download)
     q = sub.add_parser("verify", help="re-hash every cached weights file and name any that no longer matches")
     q.set_defaults(func=_cmd_verify)
-    q = sub.add_parser("embed", help="embed files, folders or globs into one .npz per file or Parquet shards")
+    q = sub.add_parser("embed", help="embed files, folders or globs into one .npz per file or Parquet part files")
     q.add_argument("paths", nargs="+", help="audio files, folders (recursive) or glob patterns")
     _model_args(q)
     q.add_argument("--out", "-o", required=True, help="output folder (mirrors the input tree)")
@@ -369,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=["npz", "parquet"], default="npz",
                    help="npz: one file per input (default); parquet: shards of --rows-per-file rows (needs pyarrow)")
     q.add_argument("--rows-per-file", type=_positive_int, default=None, metavar="N",
-                   help="--format parquet: rows (inputs) per shard file (default 1000)")
+                   help="--format parquet: rows (inputs) per Parquet file (default 1000)")
     q.add_argument("--workers", type=_non_negative_int, default=None, metavar="N",
                    help="processes that read and resample files while the model computes (default: on a GPU "
                         "cores - 1, at most 8; on a CPU none up to 4 cores, then one per 4 more; 0 reads in the "

@@ -1,14 +1,17 @@
-"""Where a corpus's embeddings go, and how they come back: one ``.npz`` per input, or Parquet shards.
+"""Where a corpus's embeddings go, and how they come back: one ``.npz`` per input, or Parquet part files.
+
+Words: a *shard* is a share ``(i, N)`` of a run's inputs (``--shard i/N``, one worker's); a *worker tag* names
+one worker's Parquet files (``"0of1"``, ``"2of4"``, ``"ray"``); a *part file* is one Parquet file.
 
 * ``npz`` (:class:`NpzStore`): ``OUT/<name>.npz`` per input (``frames``, ``timestamps_ms``, ``clip``, ``layers``,
   ``layer_slices``, ``model``, ``duration_s``), each written atomically.
-* ``parquet`` (:class:`ParquetStore`, needs ``pyarrow``): ``OUT/part-<shard>-<run>-<n>.parquet`` files of at
+* ``parquet`` (:class:`ParquetStore`, needs ``pyarrow``): ``OUT/part-<worker tag>-<run>-<n>.parquet`` files of at
   most ``rows_per_file`` rows, one row per input: ``name`` (the output name: the input's path below the
   inputs' common folder), ``source`` (the path as given), ``duration_s``, ``model``, ``layers``, ``clip``
   (list of float32), ``frames`` (list of lists of float32), ``timestamps_ms`` (list of float64); the run's
   settings (``_audio-repr-run.json``'s content) in each file's metadata under ``audio_repr``. Each file is
   written atomically; rows wait in memory until a file is full (or the run ends), so an interrupted run loses
-  at most the rows of the files not yet written, which a resumed run embeds again. The shards load in pandas
+  at most the rows of the files not yet written, which a resumed run embeds again. The part files load in pandas
   (``pd.read_parquet(OUT)``), Hugging Face ``datasets`` (``load_dataset("parquet", data_files=...)``) and Ray as
   they are.
 
@@ -151,17 +154,17 @@ def rows_to_table(rows: List[Dict], settings: Optional[Dict] = None):
 
 
 class ParquetStore:
-    """Parquet shards under ``out_dir`` (see the module docstring). ``shard``: a tag in the file names of this
-    worker (``"0of1"``; with ``--shard i/N`` each worker writes its own files into one folder)."""
+    """Parquet part files under ``out_dir`` (see the module docstring). ``worker``: the tag in the file names of
+    this worker (``"0of1"``; with ``--shard i/N`` each worker writes its own files into one folder)."""
 
     format = "parquet"
 
-    def __init__(self, out_dir: Union[str, os.PathLike], settings: Dict, shard: str = "0of1",
+    def __init__(self, out_dir: Union[str, os.PathLike], settings: Dict, worker: str = "0of1",
                  rows_per_file: int = 1000, max_bytes: int = 256 << 20):
         _require_pyarrow()
         self.out_dir = Path(out_dir)
         self.settings = settings
-        self.shard = shard
+        self.worker = worker
         self.rows_per_file = int(rows_per_file)
         self.max_bytes = int(max_bytes)
         self.run = uuid.uuid4().hex[:8]           # files of this run never take an earlier run's names
@@ -172,7 +175,7 @@ class ParquetStore:
         self.files: List[Path] = []
 
     def parts(self, mine: bool = False) -> List[Path]:
-        pattern = f"part-{self.shard}-*.parquet" if mine else PART_GLOB
+        pattern = f"part-{self.worker}-*.parquet" if mine else PART_GLOB
         return sorted(self.out_dir.glob(pattern))
 
     def done(self, names: List[str]) -> Set[str]:
@@ -220,7 +223,7 @@ class ParquetStore:
                 self._tables = [table.slice(at)]
                 self._bytes = self._tables[0].nbytes
                 break
-            path = self.out_dir / f"part-{self.shard}-{self.run}-{self._n:05d}.parquet"
+            path = self.out_dir / f"part-{self.worker}-{self.run}-{self._n:05d}.parquet"
             with atomic_write(path) as f:
                 pq.write_table(table.slice(at, n).combine_chunks(), f)
             self.files.append(path)
@@ -229,18 +232,18 @@ class ParquetStore:
 
     def clear(self) -> None:
         """``--overwrite``: remove this worker's earlier files (all of them when the run is not sharded)."""
-        for p in self.parts(mine=self.shard != "0of1"):
+        for p in self.parts(mine=self.worker != "0of1"):
             p.unlink()
 
     def close(self) -> None:
         self.flush()
 
 
-def open_store(fmt: str, out_dir: Union[str, os.PathLike], settings: Dict, shard: str = "0of1", **kwargs):
+def open_store(fmt: str, out_dir: Union[str, os.PathLike], settings: Dict, worker: str = "0of1", **kwargs):
     if fmt == "npz":
         return NpzStore(out_dir)
     if fmt == "parquet":
-        return ParquetStore(out_dir, settings, shard=shard, **kwargs)
+        return ParquetStore(out_dir, settings, worker=worker, **kwargs)
     raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 

@@ -478,8 +478,8 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
     out_dir = Path(out)
     created, case_insensitive = prepare_out_dir(out_dir)
     outputs = [out_path(out_dir, rel) for _, rel in files]
-    tag = f"{shard_[0]}of{shard_[1]}" if shard_ else "0of1"
-    log = out_dir / (f"_failures-{tag}.log" if shard_ else "_failures.log")
+    worker = f"{shard_[0]}of{shard_[1]}" if shard_ else "0of1"
+    log = out_dir / (f"_failures-{worker}.log" if shard_ else "_failures.log")
     record = out_dir / RUN_RECORD
     ray_session = None
     try:
@@ -515,7 +515,7 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
                                device="cpu" if engine == "ray" else device)
             source = "random-init (seed 0)" if random_init else str(weights or "default (cache/mirror/download)")
         settings = run_settings(enc, layer_names, format, source)
-        store = open_store(format, out_dir, settings, shard=tag, rows_per_file=rows_per_file)
+        store = open_store(format, out_dir, settings, worker=worker, rows_per_file=rows_per_file)
         done_before = store.done(names)
         check_resume(out_dir, settings, len(done_before), overwrite, outputs)
     except BaseException:
@@ -574,7 +574,7 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
     try:
         done, failures = embed_files(enc, [f for f, _ in todo], write, layers=layer_names, batch_size=batch_size,
                                      num_workers=num_workers, seconds=seconds, progress=bar.advance)
-        store.close()                  # rows of whole files written so far are kept (Parquet: a last shard)
+        store.close()                  # rows of whole files written so far are kept (Parquet: a last part file)
         finished = True
     finally:
         if not finished:

@@ -304,7 +304,7 @@ def embed_folder(paths: Sequence[str], names: Sequence[str], out_dir, *, model: 
     failures: List[Tuple[str, str]] = []
     try:
         session.check_resources(num_gpus, num_cpus)
-        writer = ParquetStore(Path(out_dir), settings, shard="ray", rows_per_file=rows_per_file)
+        writer = ParquetStore(Path(out_dir), settings, worker="ray", rows_per_file=rows_per_file)
         if concurrency is None:
             res = ray.cluster_resources()
             concurrency = (max(1, int(res.get("GPU", 0) // num_gpus)) if num_gpus
