@@ -35,7 +35,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._io import RUN_RECORD, atomic_write, make_dirs, remove_empty, require
 from ._version import __version__
-from .corpus import FORMATS, load_encoder, open_store, weights_digest
+from .corpus import FORMATS, load_encoder, npz_path, open_store, weights_digest
 
 __all__ = ["embed_corpus", "tag_corpus", "CorpusSummary", "CorpusWarning", "AUDIO_EXTENSIONS", "collect_inputs",
            "parse_shard", "shard_files", "consolidate", "first_clash"]
@@ -149,11 +149,6 @@ def _collect_or_fail(inputs) -> List[Tuple[Path, Path]]:
 
 
 # ---- 2. names --------------------------------------------------------------------------------------------
-def out_path(out_dir: Path, rel: Path) -> Path:
-    """The ``.npz`` of the input with output name ``rel``."""
-    return out_dir / rel.with_suffix(rel.suffix + ".npz")
-
-
 def first_clash(keys: List[str], outputs: List[Path], reserved, case_insensitive: bool) -> Optional[str]:
     """A message when two inputs would write one output, or an input would overwrite a file of the run."""
     first = {}
@@ -308,20 +303,22 @@ def consolidate(out_dir: Path, files: List[Tuple[Path, Path]], dest: Path) -> Pa
     Each source appears once, with its own rows; files without an output (failed) are left out."""
     import numpy as np
 
+    from .inference.embedding import Embedding
+
     names, sources, clips, frames, stamps, offsets = [], [], [], [], [], [0]
     meta = None
     for src, rel in files:
-        p = out_path(out_dir, rel)
+        p = npz_path(out_dir, rel.as_posix())
         if not p.is_file():
             continue
-        with np.load(p) as d:
-            names.append(rel.as_posix())
-            sources.append(str(src))
-            clips.append(d["clip"])
-            frames.append(d["frames"])
-            stamps.append(d["timestamps_ms"])
-            offsets.append(offsets[-1] + len(d["frames"]))
-            meta = (d["model"], d["layers"])
+        emb = Embedding.load(p)
+        names.append(rel.as_posix())
+        sources.append(str(src))
+        clips.append(emb.clip.numpy())
+        frames.append(emb.frames.numpy())
+        stamps.append(emb.timestamps_ms.numpy())
+        offsets.append(offsets[-1] + len(emb.frames))
+        meta = (np.array(emb.model), np.array(emb.layers))
     if not names:
         raise ValueError("nothing to consolidate: no file was embedded")
     if len(set(names)) != len(names):     # collect_inputs guarantees this; a broken guarantee must not pass silently
@@ -477,7 +474,7 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
             device = f"cuda:{int(os.environ['LOCAL_RANK'])}"      # torchrun: one GPU per local worker
     out_dir = Path(out)
     created, case_insensitive = prepare_out_dir(out_dir)
-    outputs = [out_path(out_dir, rel) for _, rel in files]
+    outputs = [npz_path(out_dir, rel.as_posix()) for _, rel in files]
     worker = f"{shard_[0]}of{shard_[1]}" if shard_ else "0of1"
     log = out_dir / (f"_failures-{worker}.log" if shard_ else "_failures.log")
     record = out_dir / RUN_RECORD
