@@ -1,4 +1,7 @@
-"""Command line: ``audio-repr list | info NAME | download NAME...|--all | verify | embed PATHS... --model NAME --out DIR``."""
+"""Command line, one subcommand per task (``audio-repr COMMAND --help`` for each):
+
+``audio-repr list | info NAME | download NAME...|--all | verify | embed PATHS... --model NAME --out DIR |
+tag PATHS... --model NAME | evaluate CSV --model NAME | plot FILE|--map CSV --model NAME``."""
 
 from __future__ import annotations
 

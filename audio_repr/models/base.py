@@ -18,10 +18,9 @@ from typing import Any, Callable, Dict, Literal, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ["Tiling", "Backbone", "LayerOutputs", "Family", "ClipPooling", "CLIP_POOLINGS", "length_mask"]
+__all__ = ["Tiling", "Backbone", "LayerOutputs", "Family", "ClipPooling", "length_mask"]
 
 ClipPooling = Literal["mean_max", "mean", "token"]
-CLIP_POOLINGS = ("mean_max", "mean", "token")
 
 
 def length_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:

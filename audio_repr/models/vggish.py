@@ -172,10 +172,6 @@ class VGGish(Backbone):
         return (n_frames // self.example_frames) * self.steps_per_example(layer)
 
     # ---- postprocessor ----------------------------------------------------------------------
-    @property
-    def postprocessor_enabled(self) -> bool:
-        return self._pca is not None
-
     def set_postprocessor(self, eigen_vectors, means) -> None:
         """Switch the postprocessor on with PCA ``eigen_vectors`` [128, 128] (rows = output dims) and
         ``means`` [128]; adds the layer ``postprocessed``."""
