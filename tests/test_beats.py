@@ -134,6 +134,19 @@ def small_encoder(path, name="beats-iter3"):
     return Encoder(card, B.BEATsFbank(**card.frontend), net).eval()
 
 
+def _hear_checkpoint(folder, name):
+    """Random weights of ``name``'s released configuration in BEATs' checkpoint layout (for tests/test_hear.py)."""
+    card = get_card(name)
+    cfg = {k: v for k, v in card.arch.items() if k in B.CFG_DEFAULTS}
+    path = folder / "BEATs_iter3.pt"
+    checkpoint(random_model(cfg, seed=3), path)
+    return path
+
+
+#: tests/test_hear.py's maker for this family: one model, random weights in the original layout
+HEAR_CHECKPOINT = ("beats-iter3", _hear_checkpoint)
+
+
 @pytest.fixture(scope="module")
 def ssl(tmp_path_factory):
     path = tmp_path_factory.mktemp("beats") / "BEATs_small.pt"
