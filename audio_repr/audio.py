@@ -65,9 +65,27 @@ def check_sample_rate(sr, what: str = "sample rate") -> int:
     raise AudioError(f"{what} {shown} is not accepted ({why}); accepted: {_RATES_ACCEPTED}")
 
 
+#: How the contents of common audio files begin (WAV/RF64, FLAC, Ogg, MP3 with a tag, AIFF).
+_AUDIO_MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM")
+
+
+def as_path(path, name: str = "path"):
+    """``path`` as given, or a bytes path decoded as the file system does (``os.fsdecode``), like ``open``.
+    Bytes that are an audio file's contents rather than its name are an :class:`AudioError` saying so."""
+    if not isinstance(path, (bytes, bytearray)):
+        return path
+    data = bytes(path)
+    if data.startswith(_AUDIO_MAGIC) or b"\0" in data:
+        raise AudioError(f"{name}: got {len(data)} bytes that look like the contents of an audio file, not a path: "
+                         "pass the file's path, or decode the bytes first (e.g. wav, sr = soundfile.read("
+                         "io.BytesIO(data))) and pass the array with its sample rate")
+    return os.fsdecode(data)
+
+
 def load_audio(path: PathLike, sr: int | None = None, *, mono: bool = True) -> Tuple[torch.Tensor, int]:
     """Read an audio file (WAV, FLAC, OGG, MP3, ... through soundfile).
 
+    ``path``: a ``str``, an ``os.PathLike`` or a bytes path (see :func:`as_path`).
     Integer PCM is scaled to [-1, 1]. With ``mono=True`` channels are averaged.
     With ``sr`` given (the target sample rate, a positive whole number of Hz), the audio is resampled
     to it with the default resampler.
@@ -82,7 +100,7 @@ def load_audio(path: PathLike, sr: int | None = None, *, mono: bool = True) -> T
 
     if sr is not None:
         sr = check_sample_rate(sr, "target sample rate")
-    path = Path(path)
+    path = Path(as_path(path))
     if not path.exists():
         raise FileNotFoundError(f"audio file not found: {path}")
     try:

@@ -6,7 +6,6 @@ tag PATHS... --model NAME | evaluate CSV --model NAME | plot FILE|--map CSV --mo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -143,12 +142,11 @@ def _cmd_verify(args) -> int:
 def _cmd_embed(args) -> int:
     from .corpus_run import embed_corpus
 
-    with _warnings_as_messages():
-        summary = embed_corpus(
-            args.paths, args.model, args.out, format=args.format, layers=args.layers, weights=args.weights,
-            random_init=args.random_init, shard=args.shard, overwrite=args.overwrite, batch_size=args.batch_size,
-            device=args.device, num_workers=args.workers, progress=not args.quiet, rows_per_file=args.rows_per_file,
-            consolidate_to=args.consolidate, engine=args.engine, address=args.address, verbose=args.verbose)
+    summary = embed_corpus(
+        args.paths, args.model, args.out, format=args.format, layers=args.layers, weights=args.weights,
+        random_init=args.random_init, shard=args.shard, overwrite=args.overwrite, batch_size=args.batch_size,
+        device=args.device, num_workers=args.workers, progress=not args.quiet, rows_per_file=args.rows_per_file,
+        consolidate_to=args.consolidate, engine=args.engine, address=args.address, verbose=args.verbose)
     print(summary, file=sys.stderr)
     if summary.consolidated is not None:
         print(f"consolidated {summary.embedded + summary.skipped} file(s) into {summary.consolidated}",
@@ -165,31 +163,6 @@ def _report_failures(failures: List[Tuple[str, str]], log: Optional[Path]) -> in
     if log is not None:
         print(f"  (also written to {log})", file=sys.stderr)
     return 2
-
-
-@contextlib.contextmanager
-def _warnings_as_messages():
-    """The library's own warnings as ``audio-repr: warning: ...`` lines (no file:line, each once); others as
-    Python shows them."""
-    from .corpus_run import CorpusWarning
-
-    shown = set()
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if not category.__module__.startswith("audio_repr"):
-            return old(message, category, filename, lineno, file, line)
-        text = str(message)
-        if text not in shown:
-            shown.add(text)
-            print(f"audio-repr: warning: {text}", file=sys.stderr)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", CorpusWarning)
-        old, warnings.showwarning = warnings.showwarning, show
-        try:
-            yield
-        finally:
-            warnings.showwarning = old
 
 
 def _check_model_args(args) -> List[str]:
@@ -227,11 +200,10 @@ def _cmd_tag(args) -> int:
                          "(audio-repr embed --layers gives other layers' embeddings)")
     if args.json and Path(args.json).is_dir():
         raise ValueError(f"--json {args.json} is a folder: give a file name")
-    with _warnings_as_messages():
-        rows, failures = tag_corpus(args.paths, args.model, top_k=args.top_k, batch_size=args.batch_size,
-                                    out=args.out, weights=args.weights, random_init=args.random_init,
-                                    device=args.device, progress=not args.quiet,
-                                    on_tags=None if args.out else print)
+    rows, failures = tag_corpus(args.paths, args.model, top_k=args.top_k, batch_size=args.batch_size,
+                                out=args.out, weights=args.weights, random_init=args.random_init,
+                                device=args.device, progress=not args.quiet,
+                                on_tags=None if args.out else print)
     if args.json:
         with atomic_write(args.json, "w", encoding="utf-8") as f:
             f.write(json.dumps(rows, indent=2))
@@ -241,7 +213,9 @@ def _cmd_tag(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluate import evaluate
+    from .evaluate import SmallDataWarning, evaluate
+
+    warnings.simplefilter("ignore", SmallDataWarning)     # the report below says it, once
 
     if args.C is not None and args.probe != "logistic":
         raise ValueError("--C sets the logistic probe's regularisation: use it with --probe logistic")
@@ -277,11 +251,21 @@ def _cmd_plot(args) -> int:
         _require("sklearn", "plot", "scikit-learn")
     from .plot import plot_file, plot_map
 
+    if not args.map:
+        given = [o for o, v in (("--limit", args.limit), ("--file-column", args.file_column != "file"),
+                                ("--label-column", args.label_column != "label"), ("--audio-dir", args.audio_dir)) if v]
+        if given:
+            raise ValueError(f"{', '.join(given)}: for the map of a CSV; add --map")
     _check_model_args(args)
+    if args.map:
+        from .evaluate import read_dataset
+
+        read_dataset(args.input, file_column=args.file_column, label_column=args.label_column)   # before loading
     enc = _load_for(args)
     if args.map:
         path = plot_map(enc, args.input, args.out, layers=args.layers, method=args.method,
-                        cache=Path(args.cache) if args.cache else None, limit=args.limit)
+                        cache=Path(args.cache) if args.cache else None, limit=args.limit,
+                        file_column=args.file_column, label_column=args.label_column, audio_dir=args.audio_dir)
     else:
         path = plot_file(enc, args.input, args.out, layers=args.layers)
     print(path)
@@ -320,6 +304,16 @@ def _seed_list(text: str) -> List[int]:
     return seeds
 
 
+def _column_args(q, prefix: str = "") -> None:
+    """The CSV's column options (evaluate, plot --map)."""
+    q.add_argument("--file-column", default="file", metavar="NAME",
+                   help=f"{prefix}the CSV column of audio paths (default file)")
+    q.add_argument("--label-column", default="label", metavar="NAME",
+                   help=f"{prefix}the CSV column of labels (default label)")
+    q.add_argument("--audio-dir", metavar="DIR", help=f"{prefix}folder the CSV's paths are relative to (relative "
+                   "to the CSV's folder; default that folder)")
+
+
 def _model_args(q, default_model=None):
     q.add_argument("--model", "-m", required=default_model is None, default=default_model)
     q.add_argument("--weights", help="weights file in the original format (default: cache/mirror/download)")
@@ -330,12 +324,16 @@ def _model_args(q, default_model=None):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its usage errors in the one form every error of this program has."""
+    """argparse, with its usage errors in the one form every error of this program has: one line
+    ``audio-repr: error: ...`` with a pointer to ``--help`` (not argparse's usage block first)."""
 
     def error(self, message: str):
-        self.print_usage(sys.stderr)
-        where = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
-        self.exit(2, f"audio-repr: error: {where}{message}\n")
+        sub = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        if message.startswith("the following arguments are required: cmd"):
+            message = "a command is needed (list, info, download, embed, tag, evaluate, plot)"
+        where = f"{sub}: " if sub else ""
+        hint = f"audio-repr {sub} --help" if sub else "audio-repr --help"
+        self.exit(2, f"audio-repr: error: {where}{message} (see '{hint}')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -407,10 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--C", type=float, default=None, help="inverse L2 strength of --probe logistic (default 1.0)")
     q.add_argument("--seeds", type=_seed_list, default=None, metavar="S1,S2,...",
                    help="probe seeds (and random draws with --random-init); default 42,43,44")
-    q.add_argument("--file-column", default="file", metavar="NAME", help="the CSV column of audio paths (default file)")
-    q.add_argument("--label-column", default="label", metavar="NAME", help="the CSV column of labels (default label)")
-    q.add_argument("--audio-dir", metavar="DIR",
-                   help="folder the CSV's paths are relative to (relative to the CSV's folder; default that folder)")
+    _column_args(q)
     q.add_argument("--batch-size", type=_positive_int, default=32)
     q.add_argument("--cache", help="folder to cache the embeddings in")
     q.add_argument("--json", help="also write the result as JSON")
@@ -428,14 +423,30 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", "-o", required=True, help="PNG to write")
     q.add_argument("--map", action="store_true", help="2-D map of the CSV's clip embeddings coloured by label")
     q.add_argument("--method", choices=["pca", "tsne"], default="tsne")
-    q.add_argument("--limit", type=int, help="use only the first N rows of the CSV")
+    q.add_argument("--limit", type=_positive_int, metavar="N",
+                   help="--map: at most N clips, drawn across the classes (every class present when N >= their count)")
+    _column_args(q, "--map: ")
     q.add_argument("--cache", help="folder to cache the embeddings in")
     q.set_defaults(func=_cmd_plot)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader of our output went away (``audio-repr info ... | head -1``): stop quietly, as a Unix tool
+        # killed by SIGPIPE does (status 128 + 13), and keep Python from failing again when it flushes at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        sys.stdout.flush()       # --help into a closed pipe: the BrokenPipeError surfaces here, not at exit
+        raise
     from . import weights
     from .audio import AudioError
     from .registry import UnknownModelError
@@ -443,21 +454,58 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     weights.PROGRESS = False if getattr(args, "quiet", False) else None   # -q: no download progress bar either
 
-    try:
-        return int(args.func(args) or 0)
-    except (UnknownModelError, WeightsError, AudioError, FileNotFoundError, ValueError) as e:   # TaggingError too
-        return _fail(e)
-    except MissingExtraError as e:
-        return _fail(e)
-    except OSError as e:     # permissions, a full disk, a path that is a file: the user's to fix
-        return _fail(e)
-    except BrokenPipeError:  # output piped into head & co.: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        print("audio-repr: interrupted (finished outputs are kept; run the same command again to resume)",
-              file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        _console_warnings(quiet=getattr(args, "quiet", False))
+        try:
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            raise
+        except (UnknownModelError, WeightsError, AudioError, FileNotFoundError, ValueError) as e:   # TaggingError too
+            return _fail(e)
+        except MissingExtraError as e:
+            return _fail(e)
+        except OSError as e:     # permissions, a full disk, a path that is a file: the user's to fix
+            return _fail(e)
+        except KeyboardInterrupt:
+            print("audio-repr: interrupted (finished outputs are kept; run the same command again to resume)",
+                  file=sys.stderr)
+            return 130
+
+
+def _console_warnings(quiet: bool) -> None:
+    """Warnings of this library as one line each, ``audio-repr: warning: ...`` (no file:line nor source line);
+    ``--quiet`` silences the ones about the data (truncated files). Others keep Python's form. Called inside
+    ``warnings.catch_warnings()``; reader processes forked later inherit it."""
+    from .audio import TruncatedAudioWarning
+
+    from .corpus_run import CorpusWarning
+
+    default = warnings.showwarning
+    shown = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not category.__module__.startswith("audio_repr"):
+            return default(message, category, filename, lineno, file, line)
+        text = f"audio-repr: warning: {message}"
+        if text in shown:                  # each once per command
+            return
+        shown.add(text)
+        try:
+            try:
+                from tqdm.auto import tqdm    # the class the library's bars are made of: it knows them
+
+                tqdm.write(text, file=file or sys.stderr)     # on its own line, not into a progress bar's
+            except ImportError:  # pragma: no cover
+                print(text, file=file or sys.stderr)
+        except OSError:
+            pass
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", CorpusWarning)     # shown (once, above) even if Python saw it before
+    if quiet:
+        warnings.simplefilter("ignore", TruncatedAudioWarning)
 
 
 from ._io import MissingExtraError  # noqa: E402  (an optional dependency a command needs is not installed)

@@ -23,7 +23,9 @@ statistics, then multinomial logistic regression with an L2 penalty (scikit-lear
 penalised), solved full-batch by L-BFGS in float64 until the largest gradient entry is below ``tol``
 (1e-4, as scikit-learn's ``lbfgs``) or ``max_iter`` (1000) iterations. It trains on all training rows
 (no validation holdout) and is deterministic: with one fixed network every seed gives the same number
-(it is computed once); a random-initialisation baseline still draws one network per seed.
+(it is computed once); a random-initialisation baseline still draws one network per seed. The fit runs on
+one CPU thread, so the number is the same for any thread setting (see :func:`fit_logistic` for what it
+still depends on).
 
 Small data is not evaluated silently: a class with a single training row where the EVAR probe must hold
 validation rows out of the training rows is refused (``ValueError``), and a :class:`SmallDataWarning` is issued
@@ -271,7 +273,15 @@ def fit_logistic(X, y, n_classes: Optional[int] = None, *, C: float = 1.0, max_i
     Minimises ``mean_i CE(x_i W + b, y_i) + ||W||^2 / (2 C n)`` (scikit-learn's ``LogisticRegression(C=C)``
     objective with the ``lbfgs`` solver; intercepts ``b`` are not penalised) until the largest entry of
     the gradient is at most ``tol`` or after ``max_iter`` iterations. ``X`` [n, D] is used as given (
-    standardise it first). Returns ``(W [D, K], b [K])``; predict with ``argmax(X @ W + b)``."""
+    standardise it first). Returns ``(W [D, K], b [K])``; predict with ``argmax(X @ W + b)``.
+
+    Reproducible: the fit runs on one CPU thread whatever ``torch.set_num_threads`` says (and restores it),
+    so the result is bit-identical for any thread setting. L-BFGS stops at the gradient tolerance, not at the
+    exact optimum, and where it stops follows the rounding of every step: with threads splitting the matrix
+    products the rounding, hence the stopping point, changed with the thread count, enough to move an ESC-50
+    fold by a few clips. What the result still depends on: the data as given (values and row order), the
+    PyTorch version, and the vector instruction set its CPU kernels use (AVX2 or AVX-512; pin it with the
+    environment variable ``ATEN_CPU_CAPABILITY=avx2`` to compare machines)."""
     X_ = torch.as_tensor(np.asarray(X), dtype=torch.float64)
     y_ = torch.as_tensor(np.asarray(y), dtype=torch.long)
     if X_.ndim != 2 or len(X_) != len(y_) or len(y_) == 0:
@@ -293,8 +303,13 @@ def fit_logistic(X, y, n_classes: Optional[int] = None, *, C: float = 1.0, max_i
         loss.backward()
         return loss
 
-    with torch.enable_grad():
-        opt.step(closure)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)        # the same arithmetic whatever the thread setting (see the docstring)
+    try:
+        with torch.enable_grad():
+            opt.step(closure)
+    finally:
+        torch.set_num_threads(threads)
     return W.detach().numpy(), b.detach().numpy()
 
 
@@ -342,27 +357,41 @@ def _check_splits(splits, y: np.ndarray, classes: Sequence[str], holdout: bool =
             counts = counts - np.array([_n_valid(n, VALID_FRACTION) for n in counts])
         present = counts > 0
         if present.any() and counts[present].min() < MIN_TRAIN_PER_CLASS:
-            low = [f"{classes[c]!r} ({counts[c]})" for c in np.flatnonzero(present & (counts < MIN_TRAIN_PER_CLASS))]
-            few.append((int(counts[present].min()), f"{name}: {', '.join(low)}"))
+            low = np.flatnonzero(present & (counts < MIN_TRAIN_PER_CLASS))
+            low = low[np.argsort(counts[low], kind="stable")]           # the smallest classes first
+            few.append((int(counts[present].min()), name, [f"{classes[c]!r} ({counts[c]})" for c in low]))
         missing = sorted({classes[c] for c in y[te]} - {classes[c] for c in np.flatnonzero(counts > 0)})
         if missing:
-            absent.append(f"{name}: {', '.join(map(repr, missing))}")
+            absent.append((name, list(map(repr, missing))))
     if refused:
         raise ValueError("too few training rows to train a probe and also hold out validation rows from them: "
                          "a class needs at least 2 training rows in every fold/split, and these classes have 1 "
                          "(training rows in brackets): " + "; ".join(refused))
     messages = []
+    where = "split" if len(splits) == 1 and splits[0][0] == "test" else "folds"
     if few:
-        lowest = min(m for m, _ in few)
+        lowest = min(m for m, _, _ in few)
         held = holdout and any(va is None for *_, va, _ in splits)
+        first = min(few, key=lambda f: f[0])
         messages.append(f"small data: some class has only {lowest} training rows"
                         f"{' after the validation holdout' if held else ''}"
                         f", fewer than {MIN_TRAIN_PER_CLASS} per class; the accuracy is mostly noise "
-                        f"(training rows per class below {MIN_TRAIN_PER_CLASS}: {'; '.join(t for _, t in few)})")
+                        f"({_in_how_many(len(few), len(splits), where)}; {first[1]}: {_some(first[2])})")
     if absent:
-        messages.append("test rows of classes absent from the training rows (they cannot be predicted "
-                        f"right): {'; '.join(absent)}")
+        name, missing = absent[0]
+        messages.append("test rows of classes absent from the training rows (they cannot be predicted right) "
+                        f"({_in_how_many(len(absent), len(splits), where)}; {name}: {_some(missing)})")
     return messages
+
+
+def _some(items: Sequence[str], shown: int = 4) -> str:
+    """The first ``shown`` items, and how many more: a warning stays one short line however many classes."""
+    more = len(items) - shown
+    return ", ".join(items[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def _in_how_many(k: int, n: int, where: str) -> str:
+    return "in the test split" if where == "split" else f"in {k} of {n} folds"
 
 
 def _calibration_key(encoder, files, unit_sec) -> str:

@@ -448,3 +448,135 @@ def test_tagging_reports_progress_batch_by_batch():
     x = 0.1 * torch.randn(32000 * 3, generator=torch.Generator().manual_seed(0))
     tags = tag(enc, [x, x[:32000]], sr=32000, batch_size=1, progress=got.append)
     assert len(tags) == 2 and len(got) == 2 and abs(sum(got) - 4.0) < 1e-6, got
+# =====================================================================================================
+# issue 21 (what a new user hit): usage errors, a closed pipe, warnings on the console, -q
+# =====================================================================================================
+
+def _main(capsys, *argv):
+    """``audio-repr ARGV`` in this process (fast: no interpreter start): (status, stdout, stderr)."""
+    from types import SimpleNamespace
+
+    from audio_repr.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:              # argparse's exits
+        code = e.code
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
+def test_usage_errors_are_one_line_with_a_help_hint(tmp_path, capsys):
+    """argparse printed its usage block (6 lines for embed) before the one line that says what is wrong."""
+    cases = [(("embed", tmp_path / "a.wav", "--model"), "embed: argument --model/-m: expected one argument",
+              "'audio-repr embed --help'"),
+             ((), "a command is needed", "'audio-repr --help'"),
+             (("evaluate",), "evaluate: the following arguments are required: csv", "'audio-repr evaluate --help'"),
+             (("plot", "x.csv", "-m", "byola-v1-512", "-o", "m.png", "--method", "umap"), "invalid choice: 'umap'",
+              "'audio-repr plot --help'")]
+    for argv, what, hint in cases:
+        r = _main(capsys, *argv)
+        assert r.returncode == 2 and r.stdout == "", r
+        lines = r.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("audio-repr: error: "), r.stderr
+        assert what in lines[0] and lines[0].endswith(f"(see {hint})"), lines[0]
+
+
+def test_output_into_a_closed_pipe_stops_quietly():
+    """``audio-repr list | head -1``: the reader is gone before the output is written. A Unix tool stops
+    silently, with the status of a SIGPIPE (128 + 13), not an error message and status 1."""
+    import os
+
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        out = subprocess.run([sys.executable, "-m", "audio_repr.cli", "list"], stdout=w, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    finally:
+        os.close(w)
+    assert out.returncode == 141 and out.stderr == "", out.stderr
+
+
+def _truncated_wav(path):
+    sf.write(path, chirp(2.0), 16000, subtype="PCM_16")
+    data = path.read_bytes()
+    path.write_bytes(data[:-20000])        # the header still declares 2 s
+
+
+def test_warnings_are_one_line_and_quiet_silences_truncated_audio(tmp_path):
+    """A truncated file's warning came with the library's file:line and source line, and -q did not
+    silence it (nor in forked reader processes)."""
+    _truncated_wav(tmp_path / "t.wav")
+    base = ["embed", tmp_path / "t.wav", "-m", "byola-v1-512", "--random-init", "--workers", "0"]
+    loud = run(*base, "-o", tmp_path / "o1")
+    said = [line for line in loud.stderr.splitlines() if "truncated" in line]
+    assert len(said) == 1 and said[0].startswith("audio-repr: warning: ") and "t.wav" in said[0], loud.stderr
+    assert ".py:" not in loud.stderr and "TruncatedAudioWarning" not in loud.stderr
+    for workers in ("0", "1"):
+        quiet = run(*base[:-1], workers, "-q", "-o", tmp_path / f"q{workers}")
+        assert "truncated" not in quiet.stderr and (tmp_path / f"q{workers}" / "t.wav.npz").is_file(), quiet.stderr
+
+
+def test_evaluate_says_small_data_once_and_short(tmp_path):
+    """SmallDataWarning came twice (Python's warning with file:line, then the report) with every class x fold."""
+    rows = []
+    for c in range(12):
+        for k in range(4):
+            sf.write(tmp_path / f"c{c}_{k}.wav", chirp(1.0, f0=100.0 + 150 * c, f1=300.0 + 400 * c), 16000)
+            rows.append(f"c{c}_{k}.wav,class{c},{k % 2 + 1}")
+    (tmp_path / "d.csv").write_text("file,label,fold\n" + "\n".join(rows) + "\n")
+    r = run("evaluate", tmp_path / "d.csv", "-m", "byola-v1-512", "--random-init", "--probe", "logistic",
+            "--seeds", "1", "-q")
+    both = r.stdout + r.stderr
+    assert both.count("small data") == 1, both
+    assert "SmallDataWarning" not in both and ".py:" not in both
+    line = next(line for line in both.splitlines() if "small data" in line)
+    assert line.startswith("  warning: small data: some class has only 2 training rows") and len(line) < 300, line
+    assert "in 2 of 2 folds" in line and "and 8 more" in line
+
+
+def test_a_bytes_path_is_a_path_and_file_contents_are_told_apart(tmp_path):
+    """``embed(b"/x.wav")`` said 'a waveform array needs its input sample rate'. Bytes are a path, as for
+    ``open``; bytes that are a file's contents get a message saying so."""
+    import os
+
+    import pytest
+
+    import audio_repr
+    from audio_repr.audio import AudioError, load_audio
+
+    sf.write(tmp_path / "a.wav", chirp(1.0), 16000)
+    enc = audio_repr.load("byola-v1-512", pretrained=False)
+    path = os.fsencode(tmp_path / "a.wav")
+    assert torch.equal(load_audio(path)[0], load_audio(tmp_path / "a.wav")[0])
+    assert torch.equal(enc.embed(path).clip, enc.embed(str(tmp_path / "a.wav")).clip)
+    with pytest.raises(AudioError, match="look like the contents of an audio file, not a path"):
+        enc.embed((tmp_path / "a.wav").read_bytes())
+    with pytest.raises(FileNotFoundError, match="nope.wav"):
+        enc.embed(os.fsencode(tmp_path / "nope.wav"))
+
+
+def test_plot_map_options_and_their_mistakes(tmp_path, capsys):
+    """plot --map takes evaluate's column options; --limit and the column options without --map are refused,
+    as is a --label-column the CSV lacks (before the model is loaded)."""
+    sf.write(tmp_path / "a.wav", chirp(1.0), 16000)
+    (tmp_path / "m.csv").write_text("filename,category\na.wav,x\n")
+    base = ["plot", "-m", "byola-v1-512", "--random-init", "-o", tmp_path / "p.png"]
+    r = _main(capsys, *base, tmp_path / "a.wav", "--limit", "5")
+    _one_line_error(r, "--limit: for the map of a CSV; add --map")
+    r = _main(capsys, *base, tmp_path / "m.csv", "--map", "--file-column", "filename", "--label-column", "label")
+    _one_line_error(r, "missing 'label'")
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_readme_and_api_reference_say_what_a_new_user_looked_for():
+    """The README never named the [plot] extra that `plot` asks for; Embedding.load, to_numpy and layer() had
+    no entry in the API reference (its examples run in test_docs)."""
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install 'audio-repr[plot]'" in readme
+    api = (ROOT / "docs" / "api.md").read_text()
+    section = api.split("## `Embedding`")[1].split("\n## ")[0]
+    for name in ("emb.layer(name)", "emb.to_numpy()", "Embedding.load(path)", "emb.save(path)"):
+        assert name in section, name
+    assert ">>> " in section

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..audio import AudioError, check_sample_rate, get_resampler, load_audio, to_mono_tensor
+from ..audio import AudioError, as_path, check_sample_rate, get_resampler, load_audio, to_mono_tensor
 from ..fusion import LayerSpec, fuse, mean_max_pool, resolve_layers
 from ..models.base import Backbone, Tiling, length_mask
 from ..registry import ModelCard, Normalisation
@@ -270,7 +270,7 @@ class Encoder(nn.Module):
 
     def _read_input(self, item, rate, name: str, i: int, per_item: bool):
         """One input -> (display name, mono waveform, source path or None, its sample rate)."""
-        is_file = isinstance(item, (str, os.PathLike))
+        is_file = isinstance(item, (str, bytes, os.PathLike))     # bytes: a path as os.fsencode gives it
         in_sr = None
         if rate is not None:
             if is_file and per_item:
@@ -281,6 +281,7 @@ class Encoder(nn.Module):
             except AudioError as e:
                 raise AudioError(f"{name}: {e}; {self._model_rate_note()}") from None
         if is_file:
+            item = as_path(item, name)
             name = str(item)
             wav, in_sr = load_audio(item)
             return name, to_mono_tensor(wav, name), name, in_sr
