@@ -345,6 +345,17 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("info", help="a model's card as JSON")
     q.add_argument("name")
     q.set_defaults(func=_cmd_info)
+    _add_download_parser(sub)
+    q = sub.add_parser("verify", help="re-hash every cached weights file and name any that no longer matches")
+    q.set_defaults(func=_cmd_verify)
+    _add_embed_parser(sub)
+    _add_tag_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_plot_parser(sub)
+    return p
+
+
+def _add_download_parser(sub) -> None:
     from .weights import companion_files
 
     q = sub.add_parser("download", help="fetch weights into the cache for offline use (copied from "
@@ -355,8 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--force", action="store_true", help="download again even if cached")
     q.add_argument("--quiet", "-q", action="store_true", help="no progress bar (none either when not a terminal)")
     q.set_defaults(func=_cmd_download)
-    q = sub.add_parser("verify", help="re-hash every cached weights file and name any that no longer matches")
-    q.set_defaults(func=_cmd_verify)
+
+
+def _add_embed_parser(sub) -> None:
     q = sub.add_parser("embed", help="embed files, folders or globs into one .npz per file or Parquet part files")
     q.add_argument("paths", nargs="+", help="audio files, folders (recursive) or glob patterns")
     _model_args(q)
@@ -365,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pieces per batch (default: the model's choice for the device: on a CPU as many pieces as "
                         "fit the card's frame budget (BYOL-A: 1024 frames) or its count, 16 on a GPU)")
     q.add_argument("--format", choices=["npz", "parquet"], default="npz",
-                   help="npz: one file per input (default); parquet: shards of --rows-per-file rows (needs pyarrow)")
+                   help="npz: one file per input (default); parquet: files of --rows-per-file rows (needs pyarrow)")
     q.add_argument("--rows-per-file", type=_positive_int, default=None, metavar="N",
                    help="--format parquet: rows (inputs) per Parquet file (default 1000)")
     q.add_argument("--workers", type=_non_negative_int, default=None, metavar="N",
@@ -384,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     q.add_argument("--verbose", "-v", action="store_true", help="--engine ray: Ray's own INFO logs on the console")
     q.set_defaults(func=_cmd_embed)
+
+
+def _add_tag_parser(sub) -> None:
     q = sub.add_parser("tag", help="the top AudioSet labels of files, folders or globs (models with a classifier: "
                        "EfficientAT, PANNs)")
     q.add_argument("paths", nargs="+", help="audio files, folders (recursive) or glob patterns")
@@ -395,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", help="also write the tags as one JSON list (as --out FILE.json)")
     q.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_tag)
+
+
+def _add_evaluate_parser(sub) -> None:
     q = sub.add_parser("evaluate", help="linear-probe accuracy on a file,label[,fold|split] CSV")
     q.add_argument("csv")
     _model_args(q)
@@ -417,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use this CSV column as folds (e.g. speaker: leave-one-speaker-out)")
     q.add_argument("--quiet", "-q", action="store_true")
     q.set_defaults(func=_cmd_evaluate)
+
+
+def _add_plot_parser(sub) -> None:
     q = sub.add_parser("plot", help="PNG of a file's log-mel + frame embeddings, or --map of a labelled CSV")
     q.add_argument("input", help="an audio file, or with --map a file,label CSV")
     _model_args(q)
@@ -428,7 +449,6 @@ def build_parser() -> argparse.ArgumentParser:
     _column_args(q, "--map: ")
     q.add_argument("--cache", help="folder to cache the embeddings in")
     q.set_defaults(func=_cmd_plot)
-    return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
