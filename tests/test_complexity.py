@@ -36,17 +36,8 @@ def test_the_rule_sees_every_function():
     assert len(found) > 500 and any(cc > 10 for _, _, cc, _ in found)      # radon's numbers are read
 
 
-#: functions still over the limits while another branch changes them (issue 31's last item; the `newuser` branch
-#: rewrites evaluate.py and cli.py's parser): split them when it is merged, and take them off this list
-PENDING = {("audio_repr/evaluate.py", "evaluate"), ("audio_repr/evaluate.py", "_check_splits"),
-           ("audio_repr/cli.py", "build_parser")}
-
-
 def test_no_function_is_too_complex_or_too_long():
-    over = {(rel, name): (cc, n) for rel, name, cc, n in _functions() if cc > MAX_COMPLEXITY or n > MAX_LINES}
-    bad = [f"{rel}: {name} (complexity {cc}, {n} lines)" for (rel, name), (cc, n) in sorted(over.items())
-           if (rel, name) not in PENDING]
+    bad = [f"{rel}: {name} (complexity {cc}, {n} lines)" for rel, name, cc, n in _functions()
+           if cc > MAX_COMPLEXITY or n > MAX_LINES]
     assert not bad, ("split these into named steps (at most complexity "
                      f"{MAX_COMPLEXITY} and {MAX_LINES} lines each):\n" + "\n".join(bad))
-    done = sorted(PENDING - set(over))
-    assert not done, f"{done} are within the limits now: take them off PENDING"
