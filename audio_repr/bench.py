@@ -434,7 +434,39 @@ def run(models: Sequence[str], tasks: Sequence, out, *, probe: str = "evar", see
     (others: cache/mirror/download). -> the records written to ``OUT/results.json`` (also ``results.md`` and
     ``results.png``). Everything a user can get wrong is checked before any model is loaded or audio read;
     a task with missing audio files is reported through ``log`` and skipped."""
-    from .corpus import load_encoder, weights_digest
+    from .corpus import load_encoder
+
+    models, seeds, weights = _check_run_args(models, probe, seeds, weights, batch_size, device)
+    found = find_tasks([tasks] if isinstance(tasks, (str, os.PathLike)) else list(tasks))
+    out = Path(out)
+    make_dirs(out)
+    ready = _ready_tasks(found, log)
+    seconds = {t.name: _seconds(t.files) for t in ready}
+    variants = [(m, False) for m in models] + ([(m, True) for m in models] if random_init else [])
+    total = sum(seconds.values()) * sum(len(seeds) if r else 1 for _, r in variants)
+    twins = " and their random-init twins" if random_init else ""
+    log(f"bench: {len(models)} model(s){twins} x {len(ready)} task(s), {total:.0f} s of audio to embed "
+        f"(fewer when cached), {probe} probe, seeds {seeds}")
+    records, done_s, step = [], 0.0, 0
+    settings = dict(out=out, probe=probe, seeds=seeds, device=device, batch_size=batch_size, progress=progress,
+                    log=log, probe_kwargs=probe_kwargs)
+    for model, rnd in variants:
+        enc = None if rnd else load_encoder(model, weights=weights.get(model), device=device)
+        for t in ready:
+            step += 1
+            todo = seconds[t.name] * (len(seeds) if rnd else 1)
+            log(f"[{step}/{len(variants) * len(ready)}] {_variant(model, rnd)} on {t.name}: {len(t.files)} clips, "
+                f"{todo:.0f} s of audio (done so far: {done_s:.0f} of {total:.0f} s)")
+            rec = _model_on_task(model, rnd, enc, t, seconds[t.name], **settings)
+            done_s += todo
+            if rec is not None:
+                records.append(rec)
+    write_tables(records, out, log=log)
+    return records
+
+
+def _check_run_args(models, probe, seeds, weights, batch_size, device):
+    """:func:`run`'s arguments checked before any work -> (model names, seeds, ``{model: weights file}``)."""
     from .evaluate import PROBES
     from .inference.encoder import check_batch_size
     from .registry import get_card
@@ -456,14 +488,15 @@ def run(models: Sequence[str], tasks: Sequence, out, *, probe: str = "evar", see
             raise ValueError(f"--weights {m}={w}: {m} is not one of the models run")
         if not Path(w).expanduser().exists():
             raise FileNotFoundError(f"--weights {m}={w}: no such file")
-    weights = {get_card(m).name: w for m, w in weights.items()}
     if device is not None:
         from .inference.loader import check_device
 
         check_device(device)
-    found = find_tasks([tasks] if isinstance(tasks, (str, os.PathLike)) else list(tasks))
-    out = Path(out)
-    make_dirs(out)
+    return models, seeds, {get_card(m).name: w for m, w in weights.items()}
+
+
+def _ready_tasks(found, log) -> list:
+    """The tasks whose audio is all there (the others reported through ``log``); each one's splits checked."""
     ready = []
     for t in found:
         if t.missing:
@@ -472,59 +505,51 @@ def run(models: Sequence[str], tasks: Sequence, out, *, probe: str = "evar", see
             continue
         _splits(t)                       # a split column without train/test rows: refused before any work
         ready.append(t)
-    seconds = {t.name: _seconds(t.files) for t in ready}
-    variants = [(m, False) for m in models] + ([(m, True) for m in models] if random_init else [])
-    total = sum(seconds.values()) * sum(len(seeds) if r else 1 for _, r in variants)
-    twins = " and their random-init twins" if random_init else ""
-    log(f"bench: {len(models)} model(s){twins} x {len(ready)} task(s), {total:.0f} s of audio to embed "
-        f"(fewer when cached), {probe} probe, seeds {seeds}")
-    records, done_s, step = [], 0.0, 0
-    for model, rnd in variants:
-        enc = None if rnd else load_encoder(model, weights=weights.get(model), device=device)
-        for t in ready:
-            step += 1
-            todo = seconds[t.name] * (len(seeds) if rnd else 1)
-            log(f"[{step}/{len(variants) * len(ready)}] {_variant(model, rnd)} on {t.name}: {len(t.files)} clips, "
-                f"{todo:.0f} s of audio (done so far: {done_s:.0f} of {total:.0f} s)")
-            digest = "random" if rnd else weights_digest(enc.network)
-            key = hashlib.sha256(json.dumps([model, rnd, digest, t.digest, probe, seeds, SHORT_RULE,
-                                             sorted(probe_kwargs.items())]).encode()).hexdigest()[:16]
-            cached = out / "runs" / (model + ("-random" if rnd else "")) / f"{t.name}-{key}.json"
-            if cached.is_file():
-                rec = json.loads(cached.read_text(encoding="utf-8"))
-                log(f"    probed before: {100 * rec['mean']:.2f}% (kept in {cached})")
-            else:
-                def features(seed, model=model, rnd=rnd, enc=enc, t=t):
-                    if rnd:
-                        e = load_encoder(model, device=device, random_init=True, seed=seed)
-                        folder = out / "embeddings" / f"{model}-random-s{seed}" / t.name
-                    else:
-                        e, folder = enc, out / "embeddings" / model / t.name
-                    return _embeddings(e, t, folder, batch_size, progress, log)
+    return ready
 
-                try:
-                    with warnings.catch_warnings(record=True):     # the notes are kept in the record
-                        warnings.simplefilter("always")
-                        res = probe_task(features, t, probe=probe, seeds=seeds, per_seed_features=rnd,
-                                         name=model, **probe_kwargs)
-                except TaskError as e:
-                    log(f"    task {t.name}: skipped for {_variant(model, rnd)}: {e}")
-                    done_s += todo
-                    continue
-                rec = {"model": model, "init": "random" if rnd else "pretrained", "task": t.name,
-                       "metric": "accuracy", "mean": res.mean, "std": res.std, "n_clips": len(t.files),
-                       "probe": probe, "seeds": seeds, "folds": res.folds, "per_seed": res.per_seed,
-                       "dims": res.dims, "audio_s": seconds[t.name], "short": SHORT_RULE,
-                       "csv": str(t.csv), "warnings": res.warnings}
-                make_dirs(cached.parent)
-                with atomic_write(cached, "w", encoding="utf-8") as f:
-                    json.dump(rec, f, indent=2)
-                log(f"    {_variant(model, rnd)} on {t.name}: {100 * res.mean:.2f}% ± {100 * res.std:.2f}%"
-                    + "".join(f"\n    warning: {w}" for w in res.warnings))
-            done_s += todo
-            records.append(rec)
-    write_tables(records, out, log=log)
-    return records
+
+def _model_on_task(model, rnd, enc, t, audio_s, *, out, probe, seeds, device, batch_size, progress, log,
+                   probe_kwargs) -> Optional[dict]:
+    """One model (or its random twin) on one task: the record kept from an earlier run, or embed (cached) and
+    probe, the record written under ``OUT/runs/``; ``None`` when the task cannot be probed for this model."""
+    from .corpus import load_encoder, weights_digest
+
+    digest = "random" if rnd else weights_digest(enc.network)
+    key = hashlib.sha256(json.dumps([model, rnd, digest, t.digest, probe, seeds, SHORT_RULE,
+                                     sorted(probe_kwargs.items())]).encode()).hexdigest()[:16]
+    cached = out / "runs" / (model + ("-random" if rnd else "")) / f"{t.name}-{key}.json"
+    if cached.is_file():
+        rec = json.loads(cached.read_text(encoding="utf-8"))
+        log(f"    probed before: {100 * rec['mean']:.2f}% (kept in {cached})")
+        return rec
+
+    def features(seed):
+        if rnd:
+            e = load_encoder(model, device=device, random_init=True, seed=seed)
+            folder = out / "embeddings" / f"{model}-random-s{seed}" / t.name
+        else:
+            e, folder = enc, out / "embeddings" / model / t.name
+        return _embeddings(e, t, folder, batch_size, progress, log)
+
+    try:
+        with warnings.catch_warnings(record=True):     # the notes are kept in the record
+            warnings.simplefilter("always")
+            res = probe_task(features, t, probe=probe, seeds=seeds, per_seed_features=rnd, name=model,
+                             **probe_kwargs)
+    except TaskError as e:
+        log(f"    task {t.name}: skipped for {_variant(model, rnd)}: {e}")
+        return None
+    rec = {"model": model, "init": "random" if rnd else "pretrained", "task": t.name,
+           "metric": "accuracy", "mean": res.mean, "std": res.std, "n_clips": len(t.files),
+           "probe": probe, "seeds": seeds, "folds": res.folds, "per_seed": res.per_seed,
+           "dims": res.dims, "audio_s": audio_s, "short": SHORT_RULE,
+           "csv": str(t.csv), "warnings": res.warnings}
+    make_dirs(cached.parent)
+    with atomic_write(cached, "w", encoding="utf-8") as f:
+        json.dump(rec, f, indent=2)
+    log(f"    {_variant(model, rnd)} on {t.name}: {100 * res.mean:.2f}% ± {100 * res.std:.2f}%"
+        + "".join(f"\n    warning: {w}" for w in res.warnings))
+    return rec
 
 
 def _cell(r: dict) -> str:
@@ -541,33 +566,47 @@ def write_tables(records: List[dict], out, log: Callable[[str], None] = print) -
     tasks = list(dict.fromkeys(r["task"] for r in records))
     cell = {(_variant(r["model"], r["init"] == "random"), r["task"]): r for r in records}
     probe = records[0]["probe"] if records else "evar"
-    lines = [f"Accuracy (%), {probe} probe, mean ± std over seeds {records[0]['seeds'] if records else []}; "
-             "average: mean over the tasks the model ran.", "",
-             "| model | " + " | ".join(tasks) + " | average |", "|---|" + "---|" * (len(tasks) + 1)]
     avg = {}
     for v in rows:
         got = [cell[(v, t)]["mean"] for t in tasks if (v, t) in cell]
         avg[v] = float(np.mean(got)) if got else float("nan")
-        part = "" if len(got) == len(tasks) else f" ({len(got)} of {len(tasks)})"
+    with atomic_write(out / "results.md", "w", encoding="utf-8") as f:
+        f.write("\n".join(_markdown(records, rows, tasks, cell, avg, probe)) + "\n")
+    written = [out / "results.json", out / "results.md"]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError:
+        log("results.png not drawn: matplotlib is not installed (pip install 'audio-repr[plot]')")
+        return written
+    if not records:
+        return written
+    _heatmap(out / "results.png", rows, tasks, cell, avg, probe)
+    return written + [out / "results.png"]
+
+
+def _markdown(records, rows, tasks, cell, avg, probe) -> List[str]:
+    """results.md's lines: the models x tasks table (each model's average) and the tasks' sizes."""
+    lines = [f"Accuracy (%), {probe} probe, mean ± std over seeds {records[0]['seeds'] if records else []}; "
+             "average: mean over the tasks the model ran.", "",
+             "| model | " + " | ".join(tasks) + " | average |", "|---|" + "---|" * (len(tasks) + 1)]
+    for v in rows:
+        n = sum((v, t) in cell for t in tasks)
+        part = "" if n == len(tasks) else f" ({n} of {len(tasks)})"
         lines.append(f"| {v} | " + " | ".join(_cell(cell[(v, t)]) if (v, t) in cell else "–" for t in tasks)
                      + f" | {100 * avg[v]:.2f}{part} |")
     lines += ["", "| task | clips | audio (s) |", "|---|---|---|"]
     for t in tasks:
         r = next(r for r in records if r["task"] == t)
         lines.append(f"| {t} | {r['n_clips']} | {r['audio_s']:.0f} |")
-    with atomic_write(out / "results.md", "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    written = [out / "results.json", out / "results.md"]
-    try:
-        import matplotlib
+    return lines
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("results.png not drawn: matplotlib is not installed (pip install 'audio-repr[plot]')")
-        return written
-    if not records:
-        return written
+
+def _heatmap(path: Path, rows, tasks, cell, avg, probe) -> None:
+    """The models x tasks (+ average) accuracies as a PNG heatmap."""
+    import matplotlib.pyplot as plt
+
     cols = tasks + ["average"]
     M = np.array([[cell[(v, t)]["mean"] if (v, t) in cell else np.nan for t in tasks] + [avg[v]] for v in rows]) * 100
     fig, ax = plt.subplots(figsize=(1.6 + 1.25 * len(cols), 1.0 + 0.55 * len(rows)))
@@ -584,7 +623,6 @@ def write_tables(records: List[dict], out, log: Callable[[str], None] = print) -
     ax.set_title(f"accuracy (%), {probe} probe")
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
-    with atomic_write(out / "results.png") as f:
+    with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-    return written + [out / "results.png"]

@@ -1,4 +1,8 @@
-"""Command line: ``audio-repr list | info NAME | download NAME...|--all | verify | embed PATHS... --model NAME --out DIR``."""
+"""Command line, one subcommand per task (``audio-repr COMMAND --help`` for each):
+
+``audio-repr list | info NAME | download NAME...|--all | verify | embed PATHS... --model NAME --out DIR |
+tag PATHS... --model NAME | zero-shot PATHS... --model NAME --labels A,B | search EMB_DIR TEXT --model NAME |
+evaluate CSV --model NAME | plot FILE|--map CSV --model NAME | bench prepare TASK SRC | bench run``."""
 
 from __future__ import annotations
 
@@ -105,7 +109,9 @@ def _cmd_download(args) -> int:
         return 0
     if not args.names:
         raise ValueError("name the models to download, or use --all [--family F]")
-    extras = _extra_files()
+    from .weights import companion_files
+
+    extras = companion_files()
     for name in args.names:
         # a model, or a companion file of the manifest that is not a model (e.g. vggish-pca)
         key = name if name in extras else get_card(name).name
@@ -132,13 +138,6 @@ def _cmd_verify(args) -> int:
         print(f"audio-repr: error: {len(bad)} cached file(s) no longer match: {', '.join(bad)}", file=sys.stderr)
         return 1
     return 0
-
-
-def _extra_files() -> dict:
-    """Manifest entries that are not models (files some models can use, e.g. VGGish's PCA)."""
-    from .weights import companion_files
-
-    return companion_files()
 
 
 def _cmd_embed(args) -> int:
@@ -452,17 +451,34 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("info", help="a model's card as JSON")
     q.add_argument("name")
     q.set_defaults(func=_cmd_info)
+    _add_download_parser(sub)
+    q = sub.add_parser("verify", help="re-hash every cached weights file and name any that no longer matches")
+    q.set_defaults(func=_cmd_verify)
+    _add_embed_parser(sub)
+    _add_tag_parser(sub)
+    _add_zero_shot_parser(sub)
+    _add_search_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_plot_parser(sub)
+    _add_bench_parser(sub)
+    return p
+
+
+def _add_download_parser(sub) -> None:
+    from .weights import companion_files
+
     q = sub.add_parser("download", help="fetch weights into the cache for offline use (copied from "
                        "AUDIO_REPR_MIRROR when the file is there, else downloaded; verified)")
-    q.add_argument("names", nargs="*", help="models, or companion files: " + ", ".join(_extra_files()))
+    q.add_argument("names", nargs="*", help="models, or companion files: " + ", ".join(companion_files()))
     q.add_argument("--all", action="store_true", help="every weights file (air-gapped preparation)")
     q.add_argument("--family", help="with --all: only the files of this family's models")
     q.add_argument("--force", action="store_true", help="download again even if cached")
     q.add_argument("--quiet", "-q", action="store_true", help="no progress bar (none either when not a terminal)")
     q.set_defaults(func=_cmd_download)
-    q = sub.add_parser("verify", help="re-hash every cached weights file and name any that no longer matches")
-    q.set_defaults(func=_cmd_verify)
-    q = sub.add_parser("embed", help="embed files, folders or globs into one .npz per file or Parquet shards")
+
+
+def _add_embed_parser(sub) -> None:
+    q = sub.add_parser("embed", help="embed files, folders or globs into one .npz per file or Parquet part files")
     q.add_argument("paths", nargs="+", help="audio files, folders (recursive) or glob patterns")
     _model_args(q)
     q.add_argument("--out", "-o", required=True, help="output folder (mirrors the input tree)")
@@ -470,9 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pieces per batch (default: the model's choice for the device: on a CPU as many pieces as "
                         "fit the card's frame budget (BYOL-A: 1024 frames) or its count, 16 on a GPU)")
     q.add_argument("--format", choices=["npz", "parquet"], default="npz",
-                   help="npz: one file per input (default); parquet: shards of --rows-per-file rows (needs pyarrow)")
+                   help="npz: one file per input (default); parquet: files of --rows-per-file rows (needs pyarrow)")
     q.add_argument("--rows-per-file", type=_positive_int, default=None, metavar="N",
-                   help="--format parquet: rows (inputs) per shard file (default 1000)")
+                   help="--format parquet: rows (inputs) per Parquet file (default 1000)")
     q.add_argument("--workers", type=_non_negative_int, default=None, metavar="N",
                    help="processes that read and resample files while the model computes (default: on a GPU "
                         "cores - 1, at most 8; on a CPU none up to 4 cores, then one per 4 more; 0 reads in the "
@@ -492,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     q.add_argument("--verbose", "-v", action="store_true", help="--engine ray: Ray's own INFO logs on the console")
     q.set_defaults(func=_cmd_embed)
+
+
+def _add_tag_parser(sub) -> None:
     q = sub.add_parser("tag", help="the top AudioSet labels of files, folders or globs (models with a classifier: "
                        "EfficientAT, PANNs)")
     q.add_argument("paths", nargs="+", help="audio files, folders (recursive) or glob patterns")
@@ -503,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", help="also write the tags as one JSON list (as --out FILE.json)")
     q.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_tag)
+
+
+def _add_zero_shot_parser(sub) -> None:
     q = sub.add_parser("zero-shot", help="zero-shot classification of files by text labels (audio-text models: "
                        "laion-clap-htsat)")
     q.add_argument("paths", nargs="+", help="audio files, folders (recursive) or glob patterns")
@@ -514,12 +536,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=_positive_int, default=None)
     q.add_argument("--json", help="also write every file's probabilities as one JSON list")
     q.set_defaults(func=_cmd_zero_shot)
+
+
+def _add_search_parser(sub) -> None:
     q = sub.add_parser("search", help="the clips of an embedded folder (audio-repr embed) nearest a text")
     q.add_argument("emb_dir", help="a folder written by audio-repr embed --model NAME (npz or parquet)")
     q.add_argument("query", help="the text, e.g. 'a dog barking'")
     _model_args(q)
     q.add_argument("--top-k", type=_positive_int, default=10, help="clips to list (default 10)")
     q.set_defaults(func=_cmd_search)
+
+
+def _add_evaluate_parser(sub) -> None:
     q = sub.add_parser("evaluate", help="linear-probe accuracy on a file,label[,fold|split] CSV")
     q.add_argument("csv")
     _model_args(q)
@@ -542,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use this CSV column as folds (e.g. speaker: leave-one-speaker-out)")
     q.add_argument("--quiet", "-q", action="store_true")
     q.set_defaults(func=_cmd_evaluate)
+
+
+def _add_plot_parser(sub) -> None:
     q = sub.add_parser("plot", help="PNG of a file's log-mel + frame embeddings, or --map of a labelled CSV")
     q.add_argument("input", help="an audio file, or with --map a file,label CSV")
     _model_args(q)
@@ -553,6 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
     _column_args(q, "--map: ")
     q.add_argument("--cache", help="folder to cache the embeddings in")
     q.set_defaults(func=_cmd_plot)
+
+
+def _add_bench_parser(sub) -> None:
     q = sub.add_parser("bench", help="every model on a suite of tasks: prepare task CSVs, run, one table")
     bench = q.add_subparsers(dest="bench_cmd", required=True)
     b = bench.add_parser("prepare", help="a task CSV (file,label,fold|split) from a dataset's official layout")
@@ -577,7 +611,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=_positive_int, default=None)
     b.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     b.set_defaults(func=_cmd_bench_run)
-    return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:

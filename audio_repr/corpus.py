@@ -1,14 +1,17 @@
-"""Where a corpus's embeddings go, and how they come back: one ``.npz`` per input, or Parquet shards.
+"""Where a corpus's embeddings go, and how they come back: one ``.npz`` per input, or Parquet part files.
+
+Words: a *shard* is a share ``(i, N)`` of a run's inputs (``--shard i/N``, one worker's); a *worker tag* names
+one worker's Parquet files (``"0of1"``, ``"2of4"``, ``"ray"``); a *part file* is one Parquet file.
 
 * ``npz`` (:class:`NpzStore`): ``OUT/<name>.npz`` per input (``frames``, ``timestamps_ms``, ``clip``, ``layers``,
   ``layer_slices``, ``model``, ``duration_s``), each written atomically.
-* ``parquet`` (:class:`ParquetStore`, needs ``pyarrow``): ``OUT/part-<shard>-<run>-<n>.parquet`` files of at
+* ``parquet`` (:class:`ParquetStore`, needs ``pyarrow``): ``OUT/part-<worker tag>-<run>-<n>.parquet`` files of at
   most ``rows_per_file`` rows, one row per input: ``name`` (the output name: the input's path below the
   inputs' common folder), ``source`` (the path as given), ``duration_s``, ``model``, ``layers``, ``clip``
   (list of float32), ``frames`` (list of lists of float32), ``timestamps_ms`` (list of float64); the run's
   settings (``_audio-repr-run.json``'s content) in each file's metadata under ``audio_repr``. Each file is
   written atomically; rows wait in memory until a file is full (or the run ends), so an interrupted run loses
-  at most the rows of the files not yet written, which a resumed run embeds again. The shards load in pandas
+  at most the rows of the files not yet written, which a resumed run embeds again. The part files load in pandas
   (``pd.read_parquet(OUT)``), Hugging Face ``datasets`` (``load_dataset("parquet", data_files=...)``) and Ray as
   they are.
 
@@ -32,10 +35,11 @@ from typing import Dict, List, Optional, Set, Union
 import numpy as np
 
 from ._io import RUN_RECORD, atomic_write, require
-from .inference.embedding import Embedding
+from .inference.embedding import Embedding, NotAnEmbedding
 
 __all__ = ["FORMATS", "NpzStore", "ParquetStore", "CorpusEmbeddings", "read_embeddings", "open_store",
-           "embedding_row", "rows_to_table", "PART_GLOB", "METADATA_KEY", "load_encoder", "weights_digest"]
+           "embedding_row", "rows_to_table", "PART_GLOB", "METADATA_KEY", "load_encoder", "weights_digest",
+           "npz_path", "StoredEmbedding"]
 
 FORMATS = ("npz", "parquet")
 PART_GLOB = "part-*.parquet"
@@ -75,8 +79,14 @@ def load_encoder(model: str, *, weights=None, device=None, random_init: bool = F
         return load(model, device=device, pretrained=False)
 
 
+def npz_path(out_dir: Union[str, os.PathLike], name: str) -> Path:
+    """The one output-path rule of ``--format npz``: the input with output name ``name`` (``a/x.wav``) is
+    ``out_dir/a/x.wav.npz``."""
+    return Path(out_dir) / (name + ".npz")
+
+
 class NpzStore:
-    """One ``.npz`` per input under ``out_dir``, named ``<name>.npz``."""
+    """One ``.npz`` per input under ``out_dir``, at :func:`npz_path`."""
 
     format = "npz"
 
@@ -84,7 +94,7 @@ class NpzStore:
         self.out_dir = Path(out_dir)
 
     def path(self, name: str) -> Path:
-        return self.out_dir / (name + ".npz")
+        return npz_path(self.out_dir, name)
 
     def done(self, names: List[str]) -> Set[str]:
         return {n for n in names if self.path(n).is_file()}
@@ -151,17 +161,17 @@ def rows_to_table(rows: List[Dict], settings: Optional[Dict] = None):
 
 
 class ParquetStore:
-    """Parquet shards under ``out_dir`` (see the module docstring). ``shard``: a tag in the file names of this
-    worker (``"0of1"``; with ``--shard i/N`` each worker writes its own files into one folder)."""
+    """Parquet part files under ``out_dir`` (see the module docstring). ``worker``: the tag in the file names of
+    this worker (``"0of1"``; with ``--shard i/N`` each worker writes its own files into one folder)."""
 
     format = "parquet"
 
-    def __init__(self, out_dir: Union[str, os.PathLike], settings: Dict, shard: str = "0of1",
+    def __init__(self, out_dir: Union[str, os.PathLike], settings: Dict, worker: str = "0of1",
                  rows_per_file: int = 1000, max_bytes: int = 256 << 20):
         _require_pyarrow()
         self.out_dir = Path(out_dir)
         self.settings = settings
-        self.shard = shard
+        self.worker = worker
         self.rows_per_file = int(rows_per_file)
         self.max_bytes = int(max_bytes)
         self.run = uuid.uuid4().hex[:8]           # files of this run never take an earlier run's names
@@ -172,7 +182,7 @@ class ParquetStore:
         self.files: List[Path] = []
 
     def parts(self, mine: bool = False) -> List[Path]:
-        pattern = f"part-{self.shard}-*.parquet" if mine else PART_GLOB
+        pattern = f"part-{self.worker}-*.parquet" if mine else PART_GLOB
         return sorted(self.out_dir.glob(pattern))
 
     def done(self, names: List[str]) -> Set[str]:
@@ -220,7 +230,7 @@ class ParquetStore:
                 self._tables = [table.slice(at)]
                 self._bytes = self._tables[0].nbytes
                 break
-            path = self.out_dir / f"part-{self.shard}-{self.run}-{self._n:05d}.parquet"
+            path = self.out_dir / f"part-{self.worker}-{self.run}-{self._n:05d}.parquet"
             with atomic_write(path) as f:
                 pq.write_table(table.slice(at, n).combine_chunks(), f)
             self.files.append(path)
@@ -229,18 +239,18 @@ class ParquetStore:
 
     def clear(self) -> None:
         """``--overwrite``: remove this worker's earlier files (all of them when the run is not sharded)."""
-        for p in self.parts(mine=self.shard != "0of1"):
+        for p in self.parts(mine=self.worker != "0of1"):
             p.unlink()
 
     def close(self) -> None:
         self.flush()
 
 
-def open_store(fmt: str, out_dir: Union[str, os.PathLike], settings: Dict, shard: str = "0of1", **kwargs):
+def open_store(fmt: str, out_dir: Union[str, os.PathLike], settings: Dict, worker: str = "0of1", **kwargs):
     if fmt == "npz":
         return NpzStore(out_dir)
     if fmt == "parquet":
-        return ParquetStore(out_dir, settings, shard=shard, **kwargs)
+        return ParquetStore(out_dir, settings, worker=worker, **kwargs)
     raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
@@ -273,6 +283,58 @@ class CorpusEmbeddings:
         return len(self.names)
 
 
+@dataclass
+class StoredEmbedding:
+    """One input's embedding as a store holds it (a Parquet row or an ``.npz``), in numpy."""
+
+    name: str
+    source: str
+    clip: np.ndarray
+    frames: np.ndarray
+    timestamps_ms: np.ndarray
+    duration_s: float
+    model: str
+    layers: List[str]
+
+    @classmethod
+    def from_embedding(cls, name: str, emb: Embedding) -> "StoredEmbedding":
+        return cls(name, emb.source, emb.clip.numpy(), emb.frames.numpy(), emb.timestamps_ms.numpy(),
+                   float(emb.duration_s), emb.model, list(emb.layers))
+
+
+def _parquet_records(path: Path) -> List[StoredEmbedding]:
+    """The rows of one part file."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path)
+    clip, stamps = (_list_rows(t.column(c).combine_chunks()) for c in ("clip", "timestamps_ms"))
+    frames = t.column("frames").combine_chunks()
+    outer = frames.offsets.to_numpy()
+    inner = frames.flatten()
+    inner_off = inner.offsets.to_numpy()
+    values = inner.flatten().to_numpy(zero_copy_only=False)
+    meta = zip(*(t.column(c).to_pylist() for c in ("name", "source", "duration_s", "model", "layers")))
+    out = []
+    for i, (name, src, dur, model, layers) in enumerate(meta):
+        a, b = inner_off[outer[i]], inner_off[outer[i + 1]]
+        n = outer[i + 1] - outer[i]
+        out.append(StoredEmbedding(name, src, clip[i], values[a:b].reshape(n, (b - a) // max(n, 1)), stamps[i], dur,
+                                   model, layers))
+    return out
+
+
+def _npz_records(folder: Path) -> List[StoredEmbedding]:
+    """Every embedding ``.npz`` under ``folder`` (others, e.g. a ``--consolidate`` file, are skipped)."""
+    out = []
+    for p in sorted(folder.rglob("*.npz")):
+        try:
+            emb = Embedding.load(p)
+        except NotAnEmbedding:
+            continue
+        out.append(StoredEmbedding.from_embedding(p.relative_to(folder).as_posix()[: -len(".npz")], emb))
+    return out
+
+
 def read_embeddings(folder: Union[str, os.PathLike]) -> CorpusEmbeddings:
     """Read the embeddings ``audio-repr embed`` wrote into ``folder`` (``--format npz`` or ``parquet``)."""
     folder = Path(folder)
@@ -280,41 +342,18 @@ def read_embeddings(folder: Union[str, os.PathLike]) -> CorpusEmbeddings:
         raise FileNotFoundError(f"no such folder: {folder}")
     record = folder / RUN_RECORD
     settings = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
-    rows: Dict[str, tuple] = {}
     parts = sorted(folder.glob(PART_GLOB))
-    if parts:
-        import pyarrow.parquet as pq
-
-        for p in parts:
-            t = pq.read_table(p)
-            clip, stamps = (_list_rows(t.column(c).combine_chunks()) for c in ("clip", "timestamps_ms"))
-            frames = t.column("frames").combine_chunks()
-            outer = frames.offsets.to_numpy()
-            inner = frames.flatten()
-            inner_off = inner.offsets.to_numpy()
-            values = inner.flatten().to_numpy(zero_copy_only=False)
-            meta = zip(*(t.column(c).to_pylist() for c in ("name", "source", "duration_s", "model", "layers")))
-            for i, (name, src, dur, model, layers) in enumerate(meta):
-                a, b = inner_off[outer[i]], inner_off[outer[i + 1]]
-                n = outer[i + 1] - outer[i]
-                rows[name] = (src, clip[i], values[a:b].reshape(n, (b - a) // max(n, 1)), stamps[i], dur, model, layers)
-    else:
-        for p in sorted(folder.rglob("*.npz")):
-            with np.load(p) as d:
-                if "files" in d or "clip" not in d:      # a --consolidate file, or not ours
-                    continue
-                name = p.relative_to(folder).as_posix()[: -len(".npz")]
-                src = str(d["source"]) if "source" in d else str(p)
-                rows[name] = (src, d["clip"], d["frames"], d["timestamps_ms"], float(d["duration_s"]),
-                              str(d["model"]), [str(x) for x in d["layers"]])
+    found = [r for p in parts for r in _parquet_records(p)] if parts else _npz_records(folder)
+    rows: Dict[str, StoredEmbedding] = {r.name: r for r in found}
     if not rows:
         raise FileNotFoundError(f"{folder} holds no embeddings (neither {PART_GLOB} nor .npz files)")
     names = sorted(rows)
-    models = {rows[n][5] for n in names}
+    models = {rows[n].model for n in names}
     if len(models) > 1:
         raise ValueError(f"{folder} mixes embeddings of several models: {', '.join(sorted(models))}")
+    got = [rows[n] for n in names]
     return CorpusEmbeddings(
-        names=names, sources=[rows[n][0] for n in names], clip=np.stack([rows[n][1] for n in names]),
-        frames=[rows[n][2] for n in names], timestamps_ms=[rows[n][3] for n in names],
-        duration_s=np.array([rows[n][4] for n in names]), model=models.pop(), layers=list(rows[names[0]][6]),
+        names=names, sources=[r.source for r in got], clip=np.stack([r.clip for r in got]),
+        frames=[r.frames for r in got], timestamps_ms=[r.timestamps_ms for r in got],
+        duration_s=np.array([r.duration_s for r in got]), model=models.pop(), layers=list(got[0].layers),
         settings=settings)

@@ -35,7 +35,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._io import RUN_RECORD, atomic_write, make_dirs, remove_empty, require
 from ._version import __version__
-from .corpus import FORMATS, load_encoder, open_store, weights_digest
+from .corpus import FORMATS, load_encoder, npz_path, open_store, weights_digest
 
 __all__ = ["embed_corpus", "tag_corpus", "CorpusSummary", "CorpusWarning", "AUDIO_EXTENSIONS", "collect_inputs",
            "parse_shard", "shard_files", "consolidate", "first_clash"]
@@ -149,11 +149,6 @@ def _collect_or_fail(inputs) -> List[Tuple[Path, Path]]:
 
 
 # ---- 2. names --------------------------------------------------------------------------------------------
-def out_path(out_dir: Path, rel: Path) -> Path:
-    """The ``.npz`` of the input with output name ``rel``."""
-    return out_dir / rel.with_suffix(rel.suffix + ".npz")
-
-
 def first_clash(keys: List[str], outputs: List[Path], reserved, case_insensitive: bool) -> Optional[str]:
     """A message when two inputs would write one output, or an input would overwrite a file of the run."""
     first = {}
@@ -308,20 +303,22 @@ def consolidate(out_dir: Path, files: List[Tuple[Path, Path]], dest: Path) -> Pa
     Each source appears once, with its own rows; files without an output (failed) are left out."""
     import numpy as np
 
+    from .inference.embedding import Embedding
+
     names, sources, clips, frames, stamps, offsets = [], [], [], [], [], [0]
     meta = None
     for src, rel in files:
-        p = out_path(out_dir, rel)
+        p = npz_path(out_dir, rel.as_posix())
         if not p.is_file():
             continue
-        with np.load(p) as d:
-            names.append(rel.as_posix())
-            sources.append(str(src))
-            clips.append(d["clip"])
-            frames.append(d["frames"])
-            stamps.append(d["timestamps_ms"])
-            offsets.append(offsets[-1] + len(d["frames"]))
-            meta = (d["model"], d["layers"])
+        emb = Embedding.load(p)
+        names.append(rel.as_posix())
+        sources.append(str(src))
+        clips.append(emb.clip.numpy())
+        frames.append(emb.frames.numpy())
+        stamps.append(emb.timestamps_ms.numpy())
+        offsets.append(offsets[-1] + len(emb.frames))
+        meta = (np.array(emb.model), np.array(emb.layers))
     if not names:
         raise ValueError("nothing to consolidate: no file was embedded")
     if len(set(names)) != len(names):     # collect_inputs guarantees this; a broken guarantee must not pass silently
@@ -412,10 +409,69 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
     Returns a :class:`CorpusSummary`; a file that fails is in ``summary.failed`` (and ``OUT/_failures.log``)
     and does not stop the others. Every mistake in the arguments raises before a model is loaded or audio read.
     """
-    from .inference.encoder import Encoder, check_batch_size, check_short
+    from .inference.encoder import Encoder
 
     # everything a user can get wrong is checked before the model is loaded or any audio read
     given = isinstance(model, Encoder)
+    _check_run_options(model, given, format, engine, batch_size, num_workers, short)
+    files = _collect_or_fail(inputs)
+    shard_ = parse_shard(shard)
+    rows_per_file = _check_output_options(format, engine, rows_per_file, consolidate_to, shard_, address, given)
+    name, layer_names, device = (_given_encoder(model, layers, weights, random_init, device) + (device,) if given
+                                 else _named_model(model, layers, weights, random_init, device, engine, shard_))
+    out_dir = Path(out)
+    created, case_insensitive = prepare_out_dir(out_dir)
+    outputs = [npz_path(out_dir, rel.as_posix()) for _, rel in files]
+    worker = f"{shard_[0]}of{shard_[1]}" if shard_ else "0of1"
+    log = out_dir / (f"_failures-{worker}.log" if shard_ else "_failures.log")
+    ray_session = None
+    try:
+        _check_outputs(out_dir, outputs, case_insensitive, log, consolidate_to)
+        _check_early_resume(out_dir, name, layer_names, format, overwrite)   # before any weights are looked for
+        if engine == "ray":            # the cluster can run the actors, checked before the model is loaded here
+            ray_session = _start_ray(address, verbose, device)
+        files = shard_files(files, shard_)
+        names = [rel.as_posix() for _, rel in files]
+        # Ray: the driver only records the weights' digest (the actors have the GPUs)
+        enc, source = ((model, "given as an Encoder") if given
+                       else _load_for_run(name, weights, random_init, "cpu" if engine == "ray" else device))
+        settings = run_settings(enc, layer_names, format, source)
+        store = open_store(format, out_dir, settings, worker=worker, rows_per_file=rows_per_file)
+        done_before = store.done(names)
+        check_resume(out_dir, settings, len(done_before), overwrite, outputs)
+    except BaseException:
+        if ray_session is not None:
+            ray_session.stop()
+        remove_empty(created)
+        raise
+    try:
+        had_record = _start_run(out_dir, shard_ is not None, log, settings, store if overwrite else None)
+    except BaseException:
+        if ray_session is not None:
+            ray_session.stop()
+        raise
+    todo = [(str(f), n) for (f, _), n in zip(files, names) if overwrite or n not in done_before]
+    skipped = len(files) - len(todo)
+    if engine == "ray":
+        return _embed_with_ray(ray_session, todo, skipped, out_dir, log, had_record, created, model=name,
+                               layers=layer_names, weights=weights, random_init=random_init, settings=settings,
+                               batch_size=batch_size, rows_per_file=rows_per_file, progress=progress,
+                               actor_timeout_s=actor_timeout_s, verbose=verbose)
+    summary = _embed_locally(enc, store, todo, skipped, out_dir, log, layer_names, batch_size, num_workers, progress,
+                             short)
+    if consolidate_to:
+        summary.consolidated = consolidate(out_dir, files, out_dir / consolidate_to)
+    return summary
+
+
+def _whole_number(value, minimum: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
+
+
+def _check_run_options(model, given: bool, format: str, engine: str, batch_size, num_workers, short) -> None:
+    """The model argument's type, the format, the engine, the batch size, the reader count and ``short``."""
+    from .inference.encoder import check_batch_size, check_short
+
     if not given and not isinstance(model, str):
         raise TypeError(f"model: a model name or an audio_repr.Encoder, got {type(model).__name__}")
     if format not in FORMATS:
@@ -426,17 +482,18 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
     check_short(short)
     if short != "error" and engine == "ray":
         raise ValueError("--short pad runs on the local engine: drop --engine ray (or --short)")
-    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0):
+    if num_workers is not None and not _whole_number(num_workers, 0):
         raise ValueError(f"num_workers must be a whole number >= 0, got {num_workers!r}")
-    files = _collect_or_fail(inputs)
-    shard_ = parse_shard(shard)
+
+
+def _check_output_options(format: str, engine: str, rows_per_file, consolidate_to, shard_, address,
+                          given: bool) -> int:
+    """The options that go with a format or an engine, and the packages they need; -> the rows per Parquet file."""
     if rows_per_file is not None and format != "parquet":
         raise ValueError("--rows-per-file sets the rows of each Parquet file: use it with --format parquet "
                          "(npz writes one file per input)")
-    if rows_per_file is not None and (isinstance(rows_per_file, bool) or not isinstance(rows_per_file, int)
-                                      or rows_per_file < 1):
+    if rows_per_file is not None and not _whole_number(rows_per_file, 1):
         raise ValueError(f"rows_per_file must be a whole number >= 1, got {rows_per_file!r}")
-    rows_per_file = 1000 if rows_per_file is None else rows_per_file
     if consolidate_to and format != "npz":
         raise ValueError("--consolidate gathers .npz outputs into one file: Parquet shards already are one table "
                          "(read them with audio_repr.read_embeddings or pandas)")
@@ -455,116 +512,124 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
             raise ValueError("engine='ray' loads the model on each actor: give the model's name, not an Encoder")
     elif address:
         raise ValueError("--address names a Ray cluster: use it with --engine ray")
-    if given:
-        if weights is not None or random_init or device is not None:
-            raise ValueError("model is an Encoder: weights, random_init and device are its own (load it with them, "
-                             "or give the model's name)")
-        name = model.name
-        from .fusion import resolve_layers
+    return 1000 if rows_per_file is None else rows_per_file
 
-        layer_names = resolve_layers(layers, list(model.layer_dims), model.card.default_layer,
-                                     model.card.fusion_layers)
-    else:
-        from .models import resolve_model_layers
-        from .registry import get_card
 
-        name = get_card(model).name
-        layer_names = resolve_model_layers(model, layers)    # checked without loading the model
-        if device is not None and engine != "ray":           # Ray: the actors' machines check it
-            from .inference.loader import check_device
+def _given_encoder(model, layers, weights, random_init: bool, device) -> Tuple[str, List[str]]:
+    """A loaded Encoder as the model: -> (its name, the layers)."""
+    if weights is not None or random_init or device is not None:
+        raise ValueError("model is an Encoder: weights, random_init and device are its own (load it with them, "
+                         "or give the model's name)")
+    from .fusion import resolve_layers
 
-            check_device(device)
-        if weights and random_init:
-            raise ValueError("--weights and --random-init exclude each other")
-        if weights and not Path(weights).expanduser().exists():
-            raise FileNotFoundError(f"--weights {weights}: no such file or folder")
-        if device == "cuda" and shard_ is not None and "LOCAL_RANK" in os.environ:
-            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"      # torchrun: one GPU per local worker
-    out_dir = Path(out)
-    created, case_insensitive = prepare_out_dir(out_dir)
-    outputs = [out_path(out_dir, rel) for _, rel in files]
-    tag = f"{shard_[0]}of{shard_[1]}" if shard_ else "0of1"
-    log = out_dir / (f"_failures-{tag}.log" if shard_ else "_failures.log")
+    return model.name, resolve_layers(layers, list(model.layer_dims), model.card.default_layer,
+                                      model.card.fusion_layers)
+
+
+def _named_model(model: str, layers, weights, random_init: bool, device, engine: str,
+                 shard_) -> Tuple[str, List[str], Optional[str]]:
+    """A model name: -> (the card's name, the layers, the device), checked without loading the model."""
+    from .models import resolve_model_layers
+    from .registry import get_card
+
+    name = get_card(model).name
+    layer_names = resolve_model_layers(model, layers)
+    if device is not None and engine != "ray":           # Ray: the actors' machines check it
+        from .inference.loader import check_device
+
+        check_device(device)
+    _check_weights(weights, random_init)
+    if device == "cuda" and shard_ is not None and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"      # torchrun: one GPU per local worker
+    return name, layer_names, device
+
+
+def _check_weights(weights, random_init: bool) -> None:
+    if weights and random_init:
+        raise ValueError("--weights and --random-init exclude each other")
+    if weights and not Path(weights).expanduser().exists():
+        raise FileNotFoundError(f"--weights {weights}: no such file or folder")
+
+
+def _check_outputs(out_dir: Path, outputs: List[Path], case_insensitive: bool, log: Path, consolidate_to) -> None:
+    """No two inputs share an output and none overwrites a file of the run (over all inputs, not one shard's)."""
+    keys = [str(o).casefold() if case_insensitive else str(o) for o in outputs]
+    reserved = {(out_dir / n) for n in (RUN_RECORD, log.name)}
+    if consolidate_to:
+        if Path(consolidate_to).name != consolidate_to or not consolidate_to.endswith(".npz"):
+            raise ValueError(f"--consolidate {consolidate_to!r}: give a file name ending in .npz "
+                             "(it is written inside --out)")
+        reserved.add(out_dir / consolidate_to)
+    clash = first_clash(keys, outputs, reserved, case_insensitive)
+    if clash:
+        raise ValueError(clash)
+
+
+def _check_early_resume(out_dir: Path, name: str, layer_names: List[str], format: str, overwrite: bool) -> None:
+    """Refuse a folder of other settings on what is known before the model is loaded (and an unreadable record)."""
+    old = _read_record(out_dir)
+    if old is not None and not overwrite:
+        early = {"model": name, "layers": layer_names, "format": format, "library": __version__}
+        diff = _differences(old, early, COMPARED_EARLY)
+        if diff:
+            raise _refuse(out_dir, diff)
+
+
+def _start_ray(address, verbose: bool, device):
+    from .ray import Session
+
+    session = Session(address, verbose=verbose)
+    session.start()
+    session.check_resources(num_gpus=1 if (device or "cpu").startswith("cuda") else 0)
+    return session
+
+
+def _load_for_run(name: str, weights, random_init: bool, device) -> Tuple[object, str]:
+    """-> (the encoder, where its weights come from, as the run record says)."""
+    enc = load_encoder(name, weights=weights, random_init=random_init, device=device)
+    return enc, "random-init (seed 0)" if random_init else str(weights or "default (cache/mirror/download)")
+
+
+def _start_run(out_dir: Path, sharded: bool, log: Path, settings: dict, clear=None) -> bool:
+    """Clear what an earlier run left (half-written files, its failures log; with ``--overwrite`` the ``clear``
+    store's earlier files) and write the run record. Returns whether a record was there before."""
+    if not sharded:
+        for stale in out_dir.rglob(".*.part"):       # left by a run that was killed mid-write (with a shard other
+            stale.unlink()                           # workers may be writing theirs: left alone)
+    if log.exists():                                 # it describes one run: the last
+        log.unlink()
     record = out_dir / RUN_RECORD
-    ray_session = None
+    had_record = record.is_file()
+    with atomic_write(record, "w", encoding="utf-8") as f:
+        json.dump(settings, f, indent=2)
+    if clear is not None:
+        clear.clear()
+    return had_record
+
+
+def _embed_with_ray(session, todo: List[Tuple[str, str]], skipped: int, out_dir: Path, log: Path, had_record: bool,
+                    created: List[Path], **options) -> CorpusSummary:
+    """The inputs still to do on the Ray cluster of ``session`` (stopped at the end); ``options`` go to
+    :func:`audio_repr.ray.embed_folder`. A run that fails before writing anything leaves no record."""
+    from .ray import embed_folder
+
     try:
-        keys = [str(o).casefold() if case_insensitive else str(o) for o in outputs]
-        reserved = {(out_dir / n) for n in (RUN_RECORD, log.name)}
-        if consolidate_to:
-            if Path(consolidate_to).name != consolidate_to or not consolidate_to.endswith(".npz"):
-                raise ValueError(f"--consolidate {consolidate_to!r}: give a file name ending in .npz "
-                                 "(it is written inside --out)")
-            reserved.add(out_dir / consolidate_to)
-        clash = first_clash(keys, outputs, reserved, case_insensitive)   # over all inputs, not one shard's
-        if clash:
-            raise ValueError(clash)
-        old = _read_record(out_dir)
-        if old is not None and not overwrite:      # before any weights are looked for (or downloaded)
-            early = {"model": name, "layers": layer_names, "format": format, "library": __version__}
-            diff = _differences(old, early, COMPARED_EARLY)
-            if diff:
-                raise _refuse(out_dir, diff)
-        if engine == "ray":       # the cluster can run the actors, checked before the model is loaded here
-            from .ray import Session
-
-            ray_session = Session(address, verbose=verbose)
-            ray_session.start()
-            ray_session.check_resources(num_gpus=1 if (device or "cpu").startswith("cuda") else 0)
-        files = shard_files(files, shard_)
-        names = [rel.as_posix() for _, rel in files]
-        if given:
-            enc, source = model, "given as an Encoder"
-        else:
-            # Ray: the driver only records the weights' digest (the actors' machines have the GPUs)
-            enc = load_encoder(name, weights=weights, random_init=random_init,
-                               device="cpu" if engine == "ray" else device)
-            source = "random-init (seed 0)" if random_init else str(weights or "default (cache/mirror/download)")
-        settings = run_settings(enc, layer_names, format, source)
-        store = open_store(format, out_dir, settings, shard=tag, rows_per_file=rows_per_file)
-        done_before = store.done(names)
-        check_resume(out_dir, settings, len(done_before), overwrite, outputs)
+        n, failures = embed_folder([f for f, _ in todo], [n for _, n in todo], out_dir,
+                                   num_gpus=session.num_gpus, **options)
     except BaseException:
-        if ray_session is not None:
-            ray_session.stop()
-        remove_empty(created)
+        if not had_record and not list(out_dir.glob("part-*.parquet")):   # nothing of this run: no record
+            (out_dir / RUN_RECORD).unlink(missing_ok=True)
+            remove_empty(created)
         raise
-    try:
-        if shard_ is None:
-            for stale in out_dir.rglob(".*.part"):       # left by a run that was killed mid-write (with a shard other
-                stale.unlink()                           # workers may be writing theirs: left alone)
-        if log.exists():                                 # it describes one run: the last
-            log.unlink()
-        had_record = record.is_file()
-        with atomic_write(record, "w", encoding="utf-8") as f:
-            json.dump(settings, f, indent=2)
-        if overwrite:
-            store.clear()
-            done_before = set()
-    except BaseException:
-        if ray_session is not None:
-            ray_session.stop()
-        raise
-    todo = [(str(f), n) for (f, _), n in zip(files, names) if n not in done_before]
-    skipped = len(files) - len(todo)
+    finally:
+        session.stop()
+    return CorpusSummary(out_dir, n, skipped, failures, _write_failures(failures, log), engine="ray")
 
-    if engine == "ray":
-        from .ray import embed_folder
 
-        try:
-            n, failures = embed_folder([f for f, _ in todo], [n for _, n in todo], out_dir, model=name,
-                                       layers=layer_names, weights=weights, random_init=random_init,
-                                       settings=settings, batch_size=batch_size, rows_per_file=rows_per_file,
-                                       num_gpus=ray_session.num_gpus, progress=progress,
-                                       actor_timeout_s=actor_timeout_s, verbose=verbose)
-        except BaseException:
-            if not had_record and not list(out_dir.glob("part-*.parquet")):   # nothing of this run: no record
-                record.unlink(missing_ok=True)
-                remove_empty(created)
-            raise
-        finally:
-            ray_session.stop()
-        return CorpusSummary(out_dir, n, skipped, failures, _write_failures(failures, log), engine="ray")
-
+def _embed_locally(enc, store, todo: List[Tuple[str, str]], skipped: int, out_dir: Path, log: Path,
+                   layer_names: List[str], batch_size, num_workers, progress: bool,
+                   short: str = "error") -> CorpusSummary:
+    """The inputs still to do through the corpus pipeline into ``store``, with the progress bar."""
     from .inference.pipeline import durations, embed_files
 
     seconds = durations([f for f, _ in todo])
@@ -579,7 +644,7 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
     try:
         done, failures = embed_files(enc, [f for f, _ in todo], write, layers=layer_names, batch_size=batch_size,
                                      num_workers=num_workers, seconds=seconds, progress=bar.advance, short=short)
-        store.close()                  # rows of whole files written so far are kept (Parquet: a last shard)
+        store.close()                  # rows of whole files written so far are kept (Parquet: a last part file)
         finished = True
     finally:
         if not finished:
@@ -588,10 +653,7 @@ def embed_corpus(inputs, model, out: PathLike, *, format: str = "npz", layers=No
             except Exception:  # noqa: BLE001 - the first error is the one to report
                 pass
         bar.close(finished, len(failures))
-    summary = CorpusSummary(out_dir, done, skipped, failures, _write_failures(failures, log))
-    if consolidate_to:
-        summary.consolidated = consolidate(out_dir, files, out_dir / consolidate_to)
-    return summary
+    return CorpusSummary(out_dir, done, skipped, failures, _write_failures(failures, log))
 
 
 # ---- tagging a corpus ------------------------------------------------------------------------------------
@@ -626,30 +688,14 @@ def tag_corpus(inputs, model, *, top_k: int = 5, batch_size: Optional[int] = Non
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}")
     check_batch_size(batch_size)
-    kind = None
-    if out is not None:
-        kind = TAG_FORMATS.get(Path(out).suffix.lower())
-        if kind is None:
-            raise ValueError(f"--out {out}: the tags go into a .jsonl, .parquet or .json file")
-        if kind == "parquet":
-            require("pyarrow.parquet", "parquet", "pyarrow")
-        if Path(out).is_dir():
-            raise ValueError(f"--out {out} is a folder: give a file name ending in .jsonl, .parquet or .json")
-        if not Path(out).parent.is_dir():
-            raise FileNotFoundError(f"--out {out}: no such folder {Path(out).parent}")
-    if weights and random_init:
-        raise ValueError("--weights and --random-init exclude each other")
-    if weights and not Path(weights).expanduser().exists():
-        raise FileNotFoundError(f"--weights {weights}: no such file or folder")
+    kind = None if out is None else _tags_file_kind(out)
+    _check_weights(weights, random_init)
     if device is not None and not given:
         from .inference.loader import check_device
 
         check_device(device)
     files = _collect_or_fail(inputs)
     enc = model if given else load_encoder(card.name, weights=weights, device=device, random_init=random_init)
-
-    def tag(audio, **kwargs):
-        return tag_clips(enc, audio, **kwargs)
     sources = [str(f) for f, _ in files]
     seconds = durations(sources)
     bar = _Progress(progress, sum(seconds), len(files), f"{enc.name} (tagging, audio s)")
@@ -661,37 +707,67 @@ def tag_corpus(inputs, model, *, top_k: int = 5, batch_size: Optional[int] = Non
         if on_tags is not None:
             on_tags(t)
 
+    def tag(audio, report):
+        return tag_clips(enc, audio, top_k=top_k, batch_size=batch_size, progress=report)
+
     finished = False
     try:
         for at in range(0, len(files), files_per_call):
             idx = list(range(at, min(at + files_per_call, len(files))))
-            share, moved = sum(seconds[i] for i in idx), [0.0]
-
-            def report(sec: float) -> None:      # after each batch: a long file moves the bar as it goes
-                step = min(sec, share - moved[0])
-                if step > 0:
-                    moved[0] += step
-                    bar.advance(step)
-
-            try:
-                tags = tag([sources[i] for i in idx] if len(idx) > 1 else sources[idx[0]], top_k=top_k,
-                           batch_size=batch_size, progress=report)
-                for i, t in zip(idx, tags if len(idx) > 1 else [tags]):
-                    one(i, t)
-            except Exception:  # noqa: BLE001 - one bad file must not stop the others: again one by one
-                for i in idx:
-                    try:
-                        one(i, tag(sources[i], top_k=top_k, batch_size=batch_size, progress=report))
-                    except Exception as e:  # noqa: BLE001
-                        failures.append((sources[i], f"{type(e).__name__}: {e}"))
-                        bar.file_done(failed=True)
-            report(share)                        # the group's whole share, however its windows added up
+            report = _share_reporter(bar, sum(seconds[i] for i in idx))
+            _tag_group(tag, sources, idx, one, report, failures, bar)
+            report(None)                         # the group's whole share, however its windows added up
         finished = True
     finally:
         bar.close(finished)
     if out is not None and rows:
         _write_tags(rows, Path(out), kind)
     return rows, failures
+
+
+def _tags_file_kind(out: PathLike) -> str:
+    """The format of a tags file from its name (``jsonl``, ``parquet``, ``json``), checked to be writable."""
+    kind = TAG_FORMATS.get(Path(out).suffix.lower())
+    if kind is None:
+        raise ValueError(f"--out {out}: the tags go into a .jsonl, .parquet or .json file")
+    if kind == "parquet":
+        require("pyarrow.parquet", "parquet", "pyarrow")
+    if Path(out).is_dir():
+        raise ValueError(f"--out {out} is a folder: give a file name ending in .jsonl, .parquet or .json")
+    if not Path(out).parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: no such folder {Path(out).parent}")
+    return kind
+
+
+def _share_reporter(bar: "_Progress", share: float):
+    """``report(seconds)`` after each batch of a group of files: moves the bar by at most the group's ``share``
+    in all (a long file moves it as it goes); ``report(None)`` completes the share."""
+    moved = [0.0]
+
+    def report(sec: Optional[float]) -> None:
+        step = min(share if sec is None else sec, share - moved[0])
+        if step > 0:
+            moved[0] += step
+            bar.advance(step)
+
+    return report
+
+
+def _tag_group(tag, sources: List[str], idx: List[int], one, report, failures: list, bar: "_Progress") -> None:
+    """Tag the files ``idx`` in one call; when that fails, one by one, each failure reported and the rest going on."""
+    from .inference.pipeline import describe_error
+
+    try:
+        tags = tag([sources[i] for i in idx] if len(idx) > 1 else sources[idx[0]], report)
+        for i, t in zip(idx, tags if len(idx) > 1 else [tags]):
+            one(i, t)
+    except Exception:  # noqa: BLE001 - one bad file must not stop the others: again one by one
+        for i in idx:
+            try:
+                one(i, tag(sources[i], report))
+            except Exception as e:  # noqa: BLE001
+                failures.append((sources[i], describe_error(e)))
+                bar.file_done(failed=True)
 
 
 def _write_tags(rows: List[dict], out: Path, kind: str) -> None:

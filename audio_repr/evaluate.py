@@ -347,26 +347,43 @@ def _check_splits(splits, y: np.ndarray, classes: Sequence[str], holdout: bool =
     ``holdout=False``: the probe takes no validation rows from the training rows (the logistic probe)."""
     refused, few, absent = [], [], []
     for name, tr, va, te in splits:
-        if len(tr) == 0:
-            raise ValueError(f"{name}: no training rows (a dataset needs at least two folds, or 'train' rows)")
-        counts = np.bincount(y[tr], minlength=len(classes))
-        if va is None and holdout:
-            single = [f"{classes[c]!r} ({counts[c]})" for c in np.flatnonzero(counts == 1)]
-            if single:
-                refused.append(f"{name}: {', '.join(single)}")
-            counts = counts - np.array([_n_valid(n, VALID_FRACTION) for n in counts])
-        present = counts > 0
-        if present.any() and counts[present].min() < MIN_TRAIN_PER_CLASS:
-            low = np.flatnonzero(present & (counts < MIN_TRAIN_PER_CLASS))
-            low = low[np.argsort(counts[low], kind="stable")]           # the smallest classes first
-            few.append((int(counts[present].min()), name, [f"{classes[c]!r} ({counts[c]})" for c in low]))
-        missing = sorted({classes[c] for c in y[te]} - {classes[c] for c in np.flatnonzero(counts > 0)})
+        single, low, missing = _split_classes(name, tr, va, te, y, classes, holdout)
+        if single:
+            refused.append(f"{name}: {', '.join(single)}")
+        if low is not None:
+            few.append((low[0], name, low[1]))
         if missing:
             absent.append((name, list(map(repr, missing))))
     if refused:
         raise ValueError("too few training rows to train a probe and also hold out validation rows from them: "
                          "a class needs at least 2 training rows in every fold/split, and these classes have 1 "
                          "(training rows in brackets): " + "; ".join(refused))
+    return _small_data_messages(splits, few, absent, holdout)
+
+
+def _split_classes(name: str, tr, va, te, y: np.ndarray, classes: Sequence[str], holdout: bool):
+    """One split's classes: -> (those with a single training row when validation rows must be held out from
+    them, ``(fewest rows, [classes below MIN_TRAIN_PER_CLASS, smallest first])`` or ``None``, test classes with no
+    training row)."""
+    if len(tr) == 0:
+        raise ValueError(f"{name}: no training rows (a dataset needs at least two folds, or 'train' rows)")
+    counts = np.bincount(y[tr], minlength=len(classes))
+    single = []
+    if va is None and holdout:
+        single = [f"{classes[c]!r} ({counts[c]})" for c in np.flatnonzero(counts == 1)]
+        counts = counts - np.array([_n_valid(n, VALID_FRACTION) for n in counts])
+    present = counts > 0
+    low = None
+    if present.any() and counts[present].min() < MIN_TRAIN_PER_CLASS:
+        idx = np.flatnonzero(present & (counts < MIN_TRAIN_PER_CLASS))
+        idx = idx[np.argsort(counts[idx], kind="stable")]           # the smallest classes first
+        low = (int(counts[present].min()), [f"{classes[c]!r} ({counts[c]})" for c in idx])
+    missing = sorted({classes[c] for c in y[te]} - {classes[c] for c in np.flatnonzero(counts > 0)})
+    return single, low, missing
+
+
+def _small_data_messages(splits, few: list, absent: list, holdout: bool) -> List[str]:
+    """One line each: classes with few training rows, and test classes absent from training (first example)."""
     messages = []
     where = "split" if len(splits) == 1 and splits[0][0] == "test" else "folds"
     if few:
@@ -425,6 +442,51 @@ def _calibrate(encoder, files, unit_sec, cache: Optional[Path], memo: Dict[str, 
                        "unit_sec": unit_sec}, f)
 
 
+def _checked_seeds(probe: str, seeds: Sequence[int]) -> List[int]:
+    if probe not in PROBES:
+        raise ValueError(f"unknown probe {probe!r}: choose one of {', '.join(PROBES)}")
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("evaluate needs at least one seed")
+    return seeds
+
+
+def _calibration_rows(files, groups, kind: str) -> list:
+    """The clips calibration reads: the training rows of a split dataset, else all rows (no labels used)."""
+    return [f for f, g in zip(files, groups or [None] * len(files)) if kind != "split" or str(g).lower() == "train"]
+
+
+Split = Tuple[str, np.ndarray, Optional[np.ndarray], np.ndarray]     # (name, train, valid or None, test rows)
+
+
+def _make_splits(kind: str, groups, n_rows: int, fold_column: Optional[str]) -> List[Split]:
+    """The dataset's train/valid/test rows: one split per fold (``kind="fold"``: the others train), or the one
+    ``split`` column's (``"split"``)."""
+    allidx = np.arange(n_rows)
+    splits: List[Split] = []
+    if kind == "fold":
+        g = np.array(groups)
+        for fold in sorted(set(groups), key=lambda s: (len(s), s)):
+            splits.append((f"{fold_column or 'fold'} {fold}", allidx[g != fold], None, allidx[g == fold]))
+    elif kind == "split":
+        g = np.array([s.lower() for s in groups])
+        tr, te = allidx[g == "train"], allidx[g == "test"]
+        va = allidx[np.isin(g, ["valid", "val", "validation"])]
+        if len(tr) == 0 or len(te) == 0:
+            raise ValueError("a 'split' column needs 'train' and 'test' rows")
+        splits.append(("test", tr, va if len(va) else None, te))
+    else:
+        raise ValueError("the dataset needs a 'fold' or a 'split' column to define its test data")
+    return splits
+
+
+def _linear_probe_split(X: np.ndarray, y: np.ndarray, tr, va, te, seed: int, probe_kwargs) -> float:
+    """The linear probe's test accuracy on one split (validation rows held out of the training rows by ``seed``
+    when the split has none)."""
+    tr_s, va_s = (tr, va) if va is not None else _holdout(tr, y[tr], VALID_FRACTION, seed)
+    return linear_probe(X[tr_s], y[tr_s], X[va_s], y[va_s], X[te], y[te], seed=seed, **probe_kwargs)
+
+
 def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Optional[Path] = None,
              seeds: Sequence[int] = SEEDS, progress: bool = False, fold_column: Optional[str] = None,
              calibrate: bool = False, unit_sec: Optional[float] = None, probe: str = "evar",
@@ -446,16 +508,11 @@ def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Opt
     ``unit_sec`` brings every clip to a fixed duration first, as the BYOL-A evaluation's ``unit_sec``.
     ``file_column``, ``label_column``, ``audio_dir``: see :func:`read_dataset`.
     """
-    if probe not in PROBES:
-        raise ValueError(f"unknown probe {probe!r}: choose one of {', '.join(PROBES)}")
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("evaluate needs at least one seed")
+    seeds = _checked_seeds(probe, seeds)
     files, labels, groups, kind = read_dataset(csv_path, fold_column, file_column=file_column,
                                                label_column=label_column, audio_dir=audio_dir)
     per_seed_encoder = not isinstance(encoder, nn.Module)
-    calib_rows = [f for f, g in zip(files, groups or [None] * len(files))
-                  if kind != "split" or str(g).lower() == "train"] if calibrate else []
+    calib_rows = _calibration_rows(files, groups, kind) if calibrate else []
     memo: Dict[str, Tuple[float, float]] = {}
 
     def features(enc) -> np.ndarray:
@@ -466,21 +523,7 @@ def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Opt
 
     classes = sorted(set(labels))
     y = np.array([classes.index(l) for l in labels])
-    splits: List[Tuple[str, np.ndarray, Optional[np.ndarray], np.ndarray]] = []
-    allidx = np.arange(len(y))
-    if kind == "fold":
-        g = np.array(groups)
-        for fold in sorted(set(groups), key=lambda s: (len(s), s)):
-            splits.append((f"{fold_column or 'fold'} {fold}", allidx[g != fold], None, allidx[g == fold]))
-    elif kind == "split":
-        g = np.array([s.lower() for s in groups])
-        tr, te = allidx[g == "train"], allidx[g == "test"]
-        va = allidx[np.isin(g, ["valid", "val", "validation"])]
-        if len(tr) == 0 or len(te) == 0:
-            raise ValueError("a 'split' column needs 'train' and 'test' rows")
-        splits.append(("test", tr, va if len(va) else None, te))
-    else:
-        raise ValueError("the dataset needs a 'fold' or a 'split' column to define its test data")
+    splits = _make_splits(kind, groups, len(y), fold_column)
     notes = _check_splits(splits, y, classes, holdout=probe == "evar")
     for message in notes:
         warnings.warn(message, SmallDataWarning, stacklevel=2)
@@ -499,10 +542,8 @@ def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Opt
                 if fold not in fitted or not deterministic:
                     fitted[fold] = logistic_probe(X[tr], y[tr], X[te], y[te], **probe_kwargs)
                 per_seed[fold].append(fitted[fold])
-                continue
-            tr_s, va_s = (tr, va) if va is not None else _holdout(tr, y[tr], VALID_FRACTION, seed)
-            per_seed[fold].append(linear_probe(X[tr_s], y[tr_s], X[va_s], y[va_s], X[te], y[te], seed=seed,
-                                               **probe_kwargs))
+            else:
+                per_seed[fold].append(_linear_probe_split(X, y, tr, va, te, seed, probe_kwargs))
     folds = {k: float(np.mean(v)) for k, v in per_seed.items()}
     return EvalResult(model=name, folds=folds, per_seed=per_seed, seeds=list(seeds),
                       init="one random initialisation per seed" if per_seed_encoder else None, warnings=notes,

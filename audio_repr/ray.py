@@ -118,7 +118,7 @@ def _read_batch(batch, sample_rate: int, resampler: str):
     empty on failure), ``error`` (``None`` or why the file could not be read)."""
     import pyarrow as pa
 
-    from .inference.pipeline import Reader
+    from .inference.pipeline import Reader, describe_error
 
     cols = batch.column_names
     paths = [str(p) for p in batch.column("path").to_pylist()]
@@ -129,7 +129,7 @@ def _read_batch(batch, sample_rate: int, resampler: str):
     for i in range(len(paths)):
         _, wav, error = reader[i]
         waves.append(wav.numpy().astype(np.float32, copy=False) if wav is not None else np.zeros(0, np.float32))
-        errors.append(error)
+        errors.append(None if error is None else describe_error(error))
     lengths = np.array([w.size for w in waves], np.int64)
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
     values = pa.array(np.concatenate(waves) if waves else np.zeros(0, np.float32))
@@ -162,6 +162,8 @@ class _Embedder:
         import pyarrow as pa
         import torch
 
+        from .inference.pipeline import describe_error
+
         enc = self.encoder
         sources = batch.column("source").to_pylist()
         names = batch.column("name").to_pylist()
@@ -185,7 +187,7 @@ class _Embedder:
                     try:
                         embs[i] = enc.embed_waveforms([clip], self.layers, self.batch_size)[0]
                     except Exception as e:  # noqa: BLE001
-                        errors[i] = f"{type(e).__name__}: {e}"
+                        errors[i] = describe_error(e)
         rows, errs = [], []
         for i in range(len(names)):
             if i in embs:
@@ -302,7 +304,7 @@ def embed_folder(paths: Sequence[str], names: Sequence[str], out_dir, *, model: 
     failures: List[Tuple[str, str]] = []
     try:
         session.check_resources(num_gpus, num_cpus)
-        writer = ParquetStore(Path(out_dir), settings, shard="ray", rows_per_file=rows_per_file)
+        writer = ParquetStore(Path(out_dir), settings, worker="ray", rows_per_file=rows_per_file)
         if concurrency is None:
             res = ray.cluster_resources()
             concurrency = (max(1, int(res.get("GPU", 0) // num_gpus)) if num_gpus

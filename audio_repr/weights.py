@@ -405,38 +405,12 @@ def mirror_location(model: str, timeout: float = 5.0) -> Optional[str]:
 def resolve(model: str, weights: Optional[os.PathLike | str] = None, *, download_missing: bool = True) -> Path:
     """Find (or fetch) the weights file of ``model`` following the resolution order above."""
     if weights is not None:
-        p = Path(weights).expanduser()
-        if p.is_dir():
-            try:
-                cand = p / manifest_entry(model)["filename"]
-            except WeightsError:
-                cand = None
-            if cand is not None and cand.is_file():
-                return cand
-            return p  # a folder in another format (e.g. a transformers save): the family decides
-        if not p.is_file():
-            raise WeightsNotFoundError(f"weights file not found: {p}")
-        return p
+        return _given_weights(model, weights)
     entry = manifest_entry(model)
     cached = cache_dir() / entry["filename"]
     if cached.is_file():
         problem = _cached_problem(cached, entry)
-        if not problem:
-            return cached
-        # a verified copy in the mirror serves instead (a local one in place, an http one replaces the file)
-        mirror = _mirror()
-        found = None
-        if mirror and not _is_url(mirror):
-            with contextlib.suppress(HashMismatchError):
-                found = _mirror_file(model, entry)
-        elif mirror:
-            with contextlib.suppress(WeightsError):
-                found = _download(model, force=True, weights_option=True, official=False)
-        if found is None:
-            raise HashMismatchError(_corrupt_message(model, cached, problem))
-        print(f"audio-repr: {model}: the cached file at {cached} is corrupt or incomplete ({problem}); using the "
-              f"verified copy from the mirror {found if mirror and not _is_url(mirror) else mirror}", file=sys.stderr)
-        return found
+        return cached if not problem else _instead_of_corrupt(model, entry, cached, problem)
     found = _mirror_file(model, entry)
     if found is not None:
         return found
@@ -444,6 +418,41 @@ def resolve(model: str, weights: Optional[os.PathLike | str] = None, *, download
     if download_missing and (not is_offline() or (mirror and _is_url(mirror))):
         return _download(model, weights_option=True)
     raise WeightsNotFoundError(_where_to_put(model, entry) + ("\n(offline mode is on)" if is_offline() else ""))
+
+
+def _given_weights(model: str, weights: os.PathLike | str) -> Path:
+    """``weights=``: a file, or a folder holding the manifest's file name (else the folder itself: a folder in
+    another format, e.g. a transformers save, that the family reads)."""
+    p = Path(weights).expanduser()
+    if p.is_dir():
+        try:
+            cand = p / manifest_entry(model)["filename"]
+        except WeightsError:
+            cand = None
+        if cand is not None and cand.is_file():
+            return cand
+        return p  # a folder in another format (e.g. a transformers save): the family decides
+    if not p.is_file():
+        raise WeightsNotFoundError(f"weights file not found: {p}")
+    return p
+
+
+def _instead_of_corrupt(model: str, entry: dict, cached: Path, problem: str) -> Path:
+    """A verified copy in the mirror serves instead of a corrupt cached file (a local one in place, an http one
+    replaces the file); none: :class:`HashMismatchError`."""
+    mirror = _mirror()
+    found = None
+    if mirror and not _is_url(mirror):
+        with contextlib.suppress(HashMismatchError):
+            found = _mirror_file(model, entry)
+    elif mirror:
+        with contextlib.suppress(WeightsError):
+            found = _download(model, force=True, weights_option=True, official=False)
+    if found is None:
+        raise HashMismatchError(_corrupt_message(model, cached, problem))
+    print(f"audio-repr: {model}: the cached file at {cached} is corrupt or incomplete ({problem}); using the "
+          f"verified copy from the mirror {found if mirror and not _is_url(mirror) else mirror}", file=sys.stderr)
+    return found
 
 
 def download(model: str, *, force: bool = False, progress: Optional[bool] = None) -> Path:
@@ -719,59 +728,81 @@ def fetch_url(url: str, dest: Path, *, sha256: Optional[str], size: Optional[int
     return dest
 
 
+class _Body:
+    """What one download has received so far: written to ``out`` and hashed as it comes, with a progress bar."""
+
+    def __init__(self, out, label: str, progress: Optional[bool]):
+        self.out, self.label, self.progress = out, label, progress
+        self.sha, self.md5 = hashlib.sha256(), hashlib.md5()
+        self.n, self.total, self.bar = 0, None, None
+
+    def restart(self) -> None:
+        """The server sent the whole file again: start over."""
+        self.out.seek(0)
+        self.out.truncate()
+        self.sha, self.md5, self.n = hashlib.sha256(), hashlib.md5(), 0
+        if self.bar is not None:
+            self.bar.reset(total=self.total)
+
+    def receive(self, r) -> None:
+        """Read response ``r`` (the rest of the file, or the whole file again) to its end."""
+        if _resumed_at(r, self.n) != self.n:
+            self.restart()
+        length = r.headers.get("Content-Length")
+        if length is not None and length.isdigit():
+            self.total = self.n + int(length)
+        if self.bar is None:
+            self.bar = _progress_bar(self.total, self.label.replace("'", ""), self.progress)
+        for block in iter(lambda: r.read(1 << 20), b""):
+            self.out.write(block)
+            self.sha.update(block)
+            self.md5.update(block)
+            self.n += len(block)
+            if self.bar is not None:
+                self.bar.update(len(block))
+        if self.total is not None and self.n < self.total:
+            raise _Dropped(f"connection closed after {self.n} of {self.total} bytes")
+
+
+def _give_up(e: Exception, url: str, label: str, attempt: int, n: int, before: int) -> None:
+    """Raise the download's error when ``e`` is not worth a retry (not a network error, not transient, or
+    ``RETRIES`` failures in a row without progress); return to retry."""
+    import http.client
+
+    if not isinstance(e, (OSError, http.client.HTTPException)):     # e.g. ValueError: a malformed URL
+        raise WeightsNotFoundError(f"could not download {label} from {url}: {_reason(e)}") from e
+    if (attempt >= RETRIES and n == before) or not _transient(e, n):
+        err = WeightsNotFoundError(f"could not download {label} from {url}: {_reason(e)}"
+                                   + (f" (after {attempt} retries)" if attempt else ""))
+        err.status = e.code if isinstance(e, urllib.error.HTTPError) else None
+        raise err from e
+
+
 def _stream(url: str, out, label: str, timeout: float, progress: Optional[bool]) -> Tuple[int, str, str]:
     """Write ``url``'s body to ``out``: (bytes, SHA-256, MD5). Resumes and retries as :func:`fetch_url` says."""
-    sha, md5 = hashlib.sha256(), hashlib.md5()
-    n, total, attempt, bar = 0, None, 0, None
+    body = _Body(out, label, progress)
+    attempt = 0
     try:
         while True:
-            before = n
-            headers = dict(_HEADERS, **({"Range": f"bytes={n}-"} if n else {}))
+            before = body.n
+            headers = dict(_HEADERS, **({"Range": f"bytes={body.n}-"} if body.n else {}))
             try:
                 with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
-                    start = _resumed_at(r, n)
-                    if start != n:                      # the server sent the whole file again: start over
-                        out.seek(0)
-                        out.truncate()
-                        sha, md5, n = hashlib.sha256(), hashlib.md5(), 0
-                        if bar is not None:
-                            bar.reset(total=total)
-                    length = r.headers.get("Content-Length")
-                    if length is not None and length.isdigit():
-                        total = n + int(length)
-                    if bar is None:
-                        bar = _progress_bar(total, label.replace("'", ""), progress)
-                    for block in iter(lambda: r.read(1 << 20), b""):
-                        out.write(block)
-                        sha.update(block)
-                        md5.update(block)
-                        n += len(block)
-                        if bar is not None:
-                            bar.update(len(block))
-                    if total is not None and n < total:
-                        raise _Dropped(f"connection closed after {n} of {total} bytes")
+                    body.receive(r)
                 out.flush()
-                return n, sha.hexdigest(), md5.hexdigest()
+                return body.n, body.sha.hexdigest(), body.md5.hexdigest()
             except Exception as e:      # URLError/HTTPError, timeouts, resets, http.client's IncompleteRead & co.
-                import http.client
-
-                if not isinstance(e, (OSError, http.client.HTTPException)):     # e.g. ValueError: a malformed URL
-                    raise WeightsNotFoundError(f"could not download {label} from {url}: {_reason(e)}") from e
-                if (attempt >= RETRIES and n == before) or not _transient(e, n):
-                    err = WeightsNotFoundError(f"could not download {label} from {url}: {_reason(e)}"
-                                               + (f" (after {attempt} retries)" if attempt else ""))
-                    err.status = e.code if isinstance(e, urllib.error.HTTPError) else None
-                    raise err from e
+                _give_up(e, url, label, attempt, body.n, before)
             # a failure after progress starts the count again: a long download over a flaky link goes on as
             # long as each connection brings bytes; RETRIES failures in a row without any end it
-            attempt = 1 if n > before else attempt + 1
+            attempt = 1 if body.n > before else attempt + 1
             wait = BACKOFF * 2 ** (attempt - 1)
-            log.warning("%s: connection lost after %d bytes; retrying in %.3g s (%d/%d)%s", label, n, wait, attempt,
-                        RETRIES, ", resuming" if n else "")
+            log.warning("%s: connection lost after %d bytes; retrying in %.3g s (%d/%d)%s", label, body.n, wait,
+                        attempt, RETRIES, ", resuming" if body.n else "")
             time.sleep(wait)
     finally:
-        if bar is not None:
-            bar.close()
+        if body.bar is not None:
+            body.bar.close()
 
 
 def _resumed_at(r, n: int) -> int:

@@ -78,7 +78,7 @@ def hf_small(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def enc_small(hf_small):
-    return small_encoder("ast-audioset", A.load_weights(hf_small[1]))
+    return small_encoder("ast-audioset", A.load_state(hf_small[1]))
 
 
 def hf_layers(model, input_values, layers=(12,)):
@@ -177,7 +177,7 @@ def _check_hidden_states(net, hf_model, x, tol=1e-4):
 def test_transformers_folder_loads_and_every_hidden_state_matches(hf_small):
     model, folder = hf_small
     net = A.ASTNet(**dict(get_card("ast-audioset").arch, **SMALL))
-    net.load_state_dict(A.load_weights(folder), strict=True)
+    net.load_state_dict(A.load_state(folder), strict=True)
     x = torch.randn(2, 1024, 128, generator=torch.Generator().manual_seed(0))
     _check_hidden_states(net.eval(), model, x)
 
@@ -209,10 +209,10 @@ def test_original_layout_checkpoint_loads_and_matches(hf_small, tmp_path):
             orig[o + "mlp.fc2." + kind] = sd[h + f"mlp.fc2.{kind}"]
     path = tmp_path / "audioset_10_10_0.4593.pth"
     torch.save(orig, path)
-    state = A.load_weights(path)
+    state = A.load_state(path)
     net = A.ASTNet(**dict(get_card("ast-audioset").arch, **SMALL))
     net.load_state_dict(state, strict=True)
-    assert all(torch.equal(state[k], v) for k, v in A.load_weights(_folder(model, tmp_path)).items())
+    assert all(torch.equal(state[k], v) for k, v in A.load_state(_folder(model, tmp_path)).items())
     x = torch.randn(1, 1024, 128, generator=torch.Generator().manual_seed(1))
     _check_hidden_states(net.eval(), model, x)
     # in-memory transformers 5 names (layers.N.attention.q_proj ...) convert the same
@@ -258,7 +258,7 @@ def test_wrong_checkpoint_is_refused(hf_small):
     with pytest.raises(audio_repr.WeightsError, match="does not fit"):
         audio_repr.load("ast-audioset", weights=hf_small[1])            # 64-d into the 768-d model
     with pytest.raises(audio_repr.WeightsError, match="no model.safetensors"):
-        A.load_weights(hf_small[1].parent)
+        A.load_state(hf_small[1].parent)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,7 +345,7 @@ def test_crop_option_centre_crops_the_positional_embedding(hf_small):
     """ast-audioset-crop: a window of n frames gets ceil(n / 10) patches, completed with fbank 0, and the
     centre columns of the 12 x 101 positional grid (the original's shorter-input recipe)."""
     model, folder = hf_small
-    enc = small_encoder("ast-audioset-crop", A.load_weights(folder))
+    enc = small_encoder("ast-audioset-crop", A.load_state(folder))
     clips = [noise(5.0, seed=17).numpy(), noise(1.0, seed=18).numpy(), noise(10.6, seed=19).numpy()]
     embs = enc.embed(clips, sr=16000, batch_size=3)
     pos = model.embeddings.position_embeddings.detach()
@@ -379,7 +379,7 @@ def test_other_geometries(name, tmp_path):
     model = randomise(ASTModel(hf_config(card, num_hidden_layers=2)), seed=6)
     model.save_pretrained(tmp_path)
     net = A.ASTNet(**dict(card.arch, **dict(SMALL, depth=2)))
-    net.load_state_dict(A.load_weights(tmp_path), strict=True)
+    net.load_state_dict(A.load_state(tmp_path), strict=True)
     W = card.arch["max_frames"]
     _check_hidden_states(net.eval(), model, torch.randn(1, W, 128, generator=torch.Generator().manual_seed(2)))
     s = card.arch["tstride"]
@@ -400,7 +400,7 @@ def _small_speechcommands(tmp_path, seed):
     card = dataclasses.replace(card, arch=dict(card.arch, **dict(SMALL, depth=2)),
                                default_layer="block2", fusion_layers=("block2",))
     net = A.ASTNet(**card.arch)
-    net.load_state_dict(A.load_weights(tmp_path), strict=True)
+    net.load_state_dict(A.load_state(tmp_path), strict=True)
     enc = Encoder(card, KaldiFbank(**card.frontend), net).eval()
     return model, enc
 
@@ -427,7 +427,7 @@ def test_cards_manifest_and_offline_message():
         entry = W.manifest_entry(n)
         assert entry["hf_repo"].startswith("MIT/ast-finetuned-") and entry["licence"].startswith("BSD-3-Clause")
         net = audio_repr.load(n, pretrained=False).network
-        assert net.clip_pooling == "token" and net.tiling.pad_value == 0.0 and net.tiling.windows
+        assert net.clip_pooling == "token" and net.tiling.pad_value == 0.0 and net.tiling.independent_windows
     assert W.manifest_entry("ast-audioset")["hf_filename"] == "model.safetensors"
     with pytest.raises(audio_repr.WeightsNotFoundError, match="MIT/ast-finetuned-audioset-10-10-0.4593"):
         audio_repr.load("ast-audioset")

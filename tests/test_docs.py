@@ -15,6 +15,15 @@ def test_api_reference_examples():
     assert res.attempted > 15 and res.failed == 0, res
 
 
+def test_architecture_lists_every_export():
+    import audio_repr
+
+    text = (DOCS / "architecture.md").read_text()
+    block = text.split("__init__.py", 1)[1].split("registry.py", 1)[0]
+    missing = [n for n in audio_repr.__all__ if n not in block.replace(",", " ").split()]
+    assert not missing, f"docs/architecture.md's __init__.py entry misses {missing}"
+
+
 def test_readme_model_table_is_current():
     from audio_repr.cli import model_table_markdown
 

@@ -177,12 +177,12 @@ def test_every_release_layout_loads(tmp_path):
         runtime = root / run / "runtime.pth"
         torch.save({"backbone." + k: v for k, v in want.items()}, runtime)
         for src in (archive, pth.parent, pth, enconly, evar, runtime):
-            got = m2d.load_weights(src)
+            got = m2d.load_state(src)
             assert sorted(got) == sorted(want), src
             assert all(torch.equal(got[k], want[k]) for k in want), src
     # an old checkpoint without norm_stats gets the original's default
     old = random_training_model(seed=6, **SMALL)
-    got = m2d.load_weights(save_run(tmp_path / "old", RUN, old, drop_norm_stats=True))
+    got = m2d.load_state(save_run(tmp_path / "old", RUN, old, drop_norm_stats=True))
     assert torch.equal(got["norm_stats"], torch.tensor([-7.1, 4.2]))
 
 
@@ -199,9 +199,9 @@ def test_run_name_is_parsed_and_checked(tmp_path):
     assert m2d.parse_run_name("checkpoint-300") is None
     net = random_training_model(seed=9, **SMALL)
     with pytest.raises(WeightsError, match="80x200 input in 16x4 patches"):         # the name disagrees
-        m2d.load_weights(save_run(tmp_path, "m2d_vit_base-80x200p16x4-230529", net))
+        m2d.load_state(save_run(tmp_path, "m2d_vit_base-80x200p16x4-230529", net))
     with pytest.raises(WeightsError, match="32kHz"):
-        m2d.load_weights(save_run(tmp_path, "m2d_as_vit_base-80x608p16x16p32k-240413", net))
+        m2d.load_state(save_run(tmp_path, "m2d_as_vit_base-80x608p16x16p32k-240413", net))
     # a checkpoint of another input size does not load into this card
     with pytest.raises(WeightsError, match="shape mismatch"):
         audio_repr.load("m2d-vit-base", weights=save_run(tmp_path, RUN, net))

@@ -150,7 +150,7 @@ def test_release_folder_zip_and_errors(tmp_path):
         z.write(folder / "checkpoint-100.pth", "80x208p16x16_0422/checkpoint-100.pth")
     want = {k: v for k, v in net.state_dict().items() if not k.startswith(("decoder", "mask_token"))}
     for src in (folder, archive, folder / "checkpoint-100.pth"):
-        got = msm_mae.load_weights(src)
+        got = msm_mae.load_state(src)
         assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
     assert not any(k.startswith(("decoder", "mask_token")) for k in got)
     # DDP-prefixed bare state dict
@@ -172,7 +172,7 @@ def test_cards_and_manifest():
         card = audio_repr.get_card(name)
         net = audio_repr.load(name, pretrained=False).network      # the network states its tiling and pooling
         assert card.family == "msm_mae" and card.arch["unit_frames"] == unit and net.clip_pooling == "mean"
-        assert net.tiling.chunk_frames == net.tiling.min_piece_frames == unit and net.tiling.windows
+        assert net.tiling.chunk_frames == net.tiling.min_piece_frames == unit and net.tiling.independent_windows
         assert card.normalisation.per_clip and card.frontend["n_fft"] == 400 and card.frontend["mel_scale"] == "slaney"
         assert card.weights == f"{release}.zip"
         entry = manifest[card.weights]

@@ -300,7 +300,7 @@ def test_tcvrick_and_tf_variable_layouts(tv_ckpt, tmp_path):
         tf[f"vggish/{scope}/weights"] = w.transpose(2, 3, 1, 0) if w.ndim == 4 else w.T
         tf[f"vggish/{scope}/biases"] = sd[mod + ".bias"].numpy()
     np.savez(tmp_path / "vggish_tf_vars.npz", **tf)
-    conv = V.load_weights(tmp_path / "vggish_tf_vars.npz")
+    conv = V.load_state(tmp_path / "vggish_tf_vars.npz")
     assert conv.keys() == sd.keys() and all(torch.equal(conv[k], sd[k]) for k in sd)
     (tmp_path / "vggish_model.ckpt").write_bytes(b"\x00" * 64)
     with pytest.raises(WeightsError, match="TensorFlow"):

@@ -13,7 +13,11 @@ import torch
 
 from .._io import atomic_write
 
-__all__ = ["Embedding"]
+__all__ = ["Embedding", "NotAnEmbedding"]
+
+
+class NotAnEmbedding(ValueError):
+    """An ``.npz`` that :meth:`Embedding.load` does not read (not written by :meth:`Embedding.save`)."""
 
 
 @dataclass
@@ -58,8 +62,11 @@ class Embedding:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "Embedding":
-        """Read a file written by :meth:`save`."""
+        """Read a file written by :meth:`save` (the one reader of that schema). Raises :class:`NotAnEmbedding`
+        for an ``.npz`` that is not one (no ``clip``, or a ``--consolidate`` file's ``files``)."""
         with np.load(path) as d:
+            if "files" in d or "clip" not in d:
+                raise NotAnEmbedding(f"{path} is not an embedding file written by Embedding.save")
             layers = [str(x) for x in d["layers"]]
             slices = ({n: (int(a), int(b)) for n, (a, b) in zip(layers, d["layer_slices"])}
                       if "layer_slices" in d else {})

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..audio import AudioError, as_path, check_sample_rate, get_resampler, load_audio, to_mono_tensor
 from ..fusion import LayerSpec, fuse, mean_max_pool, resolve_layers
-from ..models.base import Backbone, TextTower, Tiling
+from ..models.base import Backbone, TextTower, Tiling, length_mask
 from ..registry import ModelCard, Normalisation
 from .embedding import Embedding
 from .pipeline import check_batch_size, durations, stream
@@ -64,7 +64,7 @@ class _Piece:
 @dataclass
 class _Plan:
     clips: List[Clip]
-    names: List[str]                 # the layers, in output order
+    layers: List[str]                # the selected layers, in output order
     strides: Dict[str, int]
     padded: List[torch.Tensor]       # each clip edge-padded once
     refs: List[Optional[torch.Tensor]]   # each clip's FrontEnd.clip_reference (None: frames need nothing more)
@@ -73,7 +73,8 @@ class _Plan:
     per_clip: Optional[List[Tuple[float, float]]]   # per-clip (mean, std) when the normalisation asks for it
 
     @property
-    def target(self) -> int:         # the coarsest selected stride: the output grid
+    def output_stride(self) -> int:
+        """The coarsest selected stride (front-end frames per output step): the output grid."""
         return max(self.strides.values())
 
 
@@ -229,7 +230,9 @@ class Encoder(nn.Module):
             yield fe.apply_reference(fe.window_frames(padded[None], a, min(T, a + frames)), ref)[0]
 
     def _clip_stats(self, wav: torch.Tensor) -> Tuple[float, float]:
-        """Mean and Bessel-corrected std (as torch's ``x.std()`` in the originals) of one clip's features."""
+        """Mean and Bessel-corrected std (as torch's ``x.std()`` in the originals) of one clip's features: the
+        per-clip statistics ``embed`` uses (streamed, bounded memory; :func:`_batch_clip_stats` is the same
+        statistic on a padded batch, differentiable, for ``forward``)."""
         m = RunningMoments()
         for feats in self._feature_chunks(wav):
             m.add(feats)
@@ -250,52 +253,63 @@ class Encoder(nn.Module):
         items = [audio] if single else list(audio)
         if not items:
             raise AudioError("no audio given (empty list)")
-        model_rate = f"the model's rate is {self.sample_rate} Hz and inputs are resampled to it"
-        if isinstance(sr, np.ndarray) and sr.ndim == 1:
-            sr = list(sr)
-        if isinstance(sr, (list, tuple)):
-            if single:
-                raise AudioError(f"sr is a list of {len(sr)} sample rates but audio is a single input: pass its one "
-                                 f"input sample rate (a list of rates is for a list of inputs, one rate each)")
-            if len(sr) != len(items):
-                raise AudioError(f"sr has {len(sr)} sample rates but there are {len(items)} inputs: pass one input "
-                                 f"sample rate per input (None for a file), or one rate for all the arrays")
-            rates, per_item = list(sr), True
-        else:
-            rates, per_item = [sr] * len(items), False
+        rates, per_item = self._input_rates(sr, len(items), single)
         out = []
         for i, (item, rate) in enumerate(zip(items, rates)):
             name = f"audio[{i}]" if not single else "audio"
-            is_file = isinstance(item, (str, bytes, os.PathLike))     # bytes: a path as os.fsencode gives it
-            if rate is not None:
-                if is_file and per_item:
-                    raise AudioError(f"{name}: a file is read at the file's own sample rate (from its header), so "
-                                     f"sr[{i}] must be None, got {rate!r}")
-                try:                    # also for a file, which uses its own rate: a bad sr is a mistake anyway
-                    in_sr = check_sample_rate(rate, "input sample rate")
-                except AudioError as e:
-                    raise AudioError(f"{name}: {e}; {model_rate}") from None
-            if is_file:
-                item = as_path(item, name)
-                name = source = str(item)
-                wav, in_sr = load_audio(item)
-                wav = to_mono_tensor(wav, name)
-            else:
-                source = None
-                if rate is None:
-                    where = f"sr[{i}] is None" if per_item else "embed(wav, sr=...)"
-                    raise AudioError(f"{name}: a waveform array needs its input sample rate: {where} "
-                                     f"({model_rate})")
-                wav = to_mono_tensor(item, name)
-            wav = wav.to(self.device)
-            if in_sr != self.sample_rate:
-                try:
-                    wav = get_resampler(self.card.resampler)(wav, in_sr, self.sample_rate)
-                except AudioError as e:
-                    raise AudioError(f"{name}: cannot resample from the input sample rate {in_sr} Hz to the "
-                                     f"model's rate {self.sample_rate} Hz: {e}") from e
-            out.append((name, wav, source))
+            name, wav, source, in_sr = self._read_input(item, rate, name, i, per_item)
+            out.append((name, self._to_model_rate(wav.to(self.device), in_sr, name), source))
         return out, single
+
+    def _model_rate_note(self) -> str:
+        return f"the model's rate is {self.sample_rate} Hz and inputs are resampled to it"
+
+    def _input_rates(self, sr, n_items: int, single: bool) -> Tuple[list, bool]:
+        """-> (one input rate per item, whether ``sr`` was given per item)."""
+        if isinstance(sr, np.ndarray) and sr.ndim == 1:
+            sr = list(sr)
+        if not isinstance(sr, (list, tuple)):
+            return [sr] * n_items, False
+        if single:
+            raise AudioError(f"sr is a list of {len(sr)} sample rates but audio is a single input: pass its one "
+                             f"input sample rate (a list of rates is for a list of inputs, one rate each)")
+        if len(sr) != n_items:
+            raise AudioError(f"sr has {len(sr)} sample rates but there are {n_items} inputs: pass one input "
+                             f"sample rate per input (None for a file), or one rate for all the arrays")
+        return list(sr), True
+
+    def _read_input(self, item, rate, name: str, i: int, per_item: bool):
+        """One input -> (display name, mono waveform, source path or None, its sample rate)."""
+        is_file = isinstance(item, (str, bytes, os.PathLike))     # bytes: a path as os.fsencode gives it
+        in_sr = None
+        if rate is not None:
+            if is_file and per_item:
+                raise AudioError(f"{name}: a file is read at the file's own sample rate (from its header), so "
+                                 f"sr[{i}] must be None, got {rate!r}")
+            try:                    # also for a file, which uses its own rate: a bad sr is a mistake anyway
+                in_sr = check_sample_rate(rate, "input sample rate")
+            except AudioError as e:
+                raise AudioError(f"{name}: {e}; {self._model_rate_note()}") from None
+        if is_file:
+            item = as_path(item, name)
+            name = str(item)
+            wav, in_sr = load_audio(item)
+            return name, to_mono_tensor(wav, name), name, in_sr
+        if rate is None:
+            where = f"sr[{i}] is None" if per_item else "embed(wav, sr=...)"
+            raise AudioError(f"{name}: a waveform array needs its input sample rate: {where} "
+                             f"({self._model_rate_note()})")
+        return name, to_mono_tensor(item, name), None, in_sr
+
+    def _to_model_rate(self, wav: torch.Tensor, in_sr: int, name: str) -> torch.Tensor:
+        """Resample ``wav`` from ``in_sr`` to the model's rate with the card's resampler."""
+        if in_sr == self.sample_rate:
+            return wav
+        try:
+            return get_resampler(self.card.resampler)(wav, in_sr, self.sample_rate)
+        except AudioError as e:
+            raise AudioError(f"{name}: cannot resample from the input sample rate {in_sr} Hz to the "
+                             f"model's rate {self.sample_rate} Hz: {e}") from e
 
     def waveforms(self, audio, sr: Optional[int] = None) -> Union[torch.Tensor, List[torch.Tensor]]:
         """What ``embed`` feeds its front end: each input read, downmixed and resampled (with the card's
@@ -317,12 +331,8 @@ class Encoder(nn.Module):
         n_frames = torch.tensor([self.frontend.frames_for(L) for L in lengths], device=x.device)
         stats = None
         if self.normalisation.per_clip:
-            valid = (torch.arange(x.shape[-1], device=x.device)[None] < n_frames[:, None])[:, None, :]
-            count = valid.sum(dim=(1, 2)) * x.shape[1]
-            mean = (x * valid).sum(dim=(1, 2)) / count
-            # Bessel-corrected, as torch's x.std() that the originals apply to their batch
-            var = (((x - mean[:, None, None]) * valid) ** 2).sum(dim=(1, 2)) / (count - 1).clamp(min=1)
-            stats = (mean, var.sqrt() * self.normalisation.scale)
+            mean, std = _batch_clip_stats(x, n_frames)
+            stats = (mean, std * self.normalisation.scale)
         return self._network(x, n_frames, stats)
 
     def _network(self, feats: torch.Tensor, n_frames: torch.Tensor,
@@ -335,8 +345,7 @@ class Encoder(nn.Module):
         need = max(self.network.in_frames(int(n)) for n in n_frames.tolist())
         if need > feats.shape[-1]:
             feats = torch.nn.functional.pad(feats, (0, need - feats.shape[-1]))
-        t = torch.arange(feats.shape[-1], device=feats.device)
-        valid = (t[None, :] < n_frames[:, None])[:, None, :]
+        valid = length_mask(n_frames.to(feats.device), feats.shape[-1])[:, None, :]
         pad_value = self.tiling.pad_value
         if pad_value is None:                               # zero after normalisation
             x = ((feats - mean) / div) * valid.to(feats.dtype)
@@ -389,8 +398,9 @@ class Encoder(nn.Module):
             for r in stream(self, paths, layers=names, batch_size=batch_size, num_workers=num_workers,
                             seconds=seconds, progress=report, short=short):
                 if r.error is not None:          # an AudioError's message already names the file
-                    own = r.error.startswith("AudioError: ") and r.source in r.error
-                    raise AudioError(r.error[len("AudioError: "):] if own else f"{r.source}: {r.error}")
+                    if type(r.error) is AudioError and r.source in str(r.error):
+                        raise r.error
+                    raise AudioError(f"{r.source}: {r.reason}") from r.error
                 out[r.index] = r.embedding
             if bar is not None:
                 bar.update(bar.total - bar.n)            # float sums of the pieces' shares: end exactly at the total
@@ -485,12 +495,7 @@ class Encoder(nn.Module):
         fe = self.frontend
         padded, refs, n_frames, pieces = [], [], [], []
         for ci, (name, wav, _) in enumerate(clips):
-            T = fe.frames_for(wav.shape[-1])
-            need = self.network.min_frames
-            if T < need:
-                min_ms = 1000.0 * fe.min_samples(need) / self.sample_rate
-                raise AudioError(f"{name}: {1000.0 * wav.shape[-1] / self.sample_rate:.1f} ms of audio is too short "
-                                 f"for {self.name}: it needs at least {min_ms:.0f} ms")
+            T = self.check_min_length(name, wav)
             padded.append(fe.edge_pad(wav))
             refs.append(fe.clip_reference(padded[-1]))      # e.g. the clip's loudest frame, for a dB floor
             n_frames.append(T)
@@ -498,6 +503,18 @@ class Encoder(nn.Module):
         per_clip = [self._clip_stats(w) for _, w, _ in clips] if self.normalisation.per_clip else None
         return _Plan(clips, names, {n: self.network.layer_strides[n] for n in names}, padded, refs, n_frames, pieces,
                      per_clip)
+
+    def check_min_length(self, name: str, wav: torch.Tensor) -> int:
+        """The feature frames of waveform ``wav`` (at the model's rate); raises the one "too short" error, naming
+        the input ``name``, when they are fewer than the backbone's ``min_frames``."""
+        fe = self.frontend
+        T = fe.frames_for(wav.shape[-1])
+        need = self.network.min_frames
+        if T < need:
+            min_ms = 1000.0 * fe.min_samples(need) / self.sample_rate
+            raise AudioError(f"{name}: {1000.0 * wav.shape[-1] / self.sample_rate:.1f} ms of audio is too short "
+                             f"for {self.name}: it needs at least {min_ms:.0f} ms")
+        return T
 
     def _pieces(self, clip: int, n_frames: int) -> List[_Piece]:
         """Cut a clip of ``n_frames`` feature frames into pieces (see :class:`~audio_repr.models.base.Tiling`)."""
@@ -507,7 +524,7 @@ class Encoder(nn.Module):
         context = -(-tiling.context_frames // stride) * stride
         overlap = tiling.overlap_frames
         pieces = []
-        if tiling.windows and overlap > 0:
+        if tiling.independent_windows and overlap > 0:
             # independent windows of chunk + overlap frames every chunk frames (each also reads the overlap's
             # real frames after its own); the last window owns the rest when it fits in chunk + overlap frames
             a = 0
@@ -525,7 +542,7 @@ class Encoder(nn.Module):
     def _core(self, p: _Piece, n_frames: int, layer: str) -> int:
         """How many output steps of ``layer`` belong to piece ``p`` (the rest is context)."""
         s = self.network.layer_strides[layer]
-        if self.tiling.windows:
+        if self.tiling.independent_windows:
             return self.network.out_frames(p.stop - p.start, layer)
         # the whole clip's steps that start in [start, stop): the clip has out_frames(n_frames) of them (n // s
         # by default; fewer for a valid convolution stack, whose last step needs samples past its stride)
@@ -553,61 +570,77 @@ class Encoder(nn.Module):
         """Every piece through the backbone, longest first, in the batches of :meth:`_batches`. Returns each
         piece's fused output steps ``{(clip, start): [steps, D]}`` (own memory, on the CPU) and, for token
         pooling, its clip vector."""
-        pieces, names, strides = plan.pieces, plan.names, plan.strides
+        pieces = plan.pieces
         batches = self._batches(pieces, batch_size)
         long_audio = len(pieces) > max(len(plan.clips), len(batches[0]))   # some clip is split into many pieces
-        token = self.network.clip_pooling == "token"
         results: Dict[Tuple[int, int], torch.Tensor] = {}
         vectors: Dict[Tuple[int, int], torch.Tensor] = {}
         report = progress if callable(progress) else None
         bar = _progress(len(pieces), progress is True, self.name)
-        seconds = [wav.shape[-1] / self.sample_rate for _, wav, _ in plan.clips]
         was_training = self.training
         self.eval()
         try:
             for indices in batches:
                 batch = [pieces[i] for i in indices]
-                feats = self._piece_features(batch, plan.padded, plan.refs)
-                lens = torch.tensor([p.n_frames for p in batch], device=feats.device)
-                stats = None
-                if plan.per_clip is not None:
-                    scale = self.normalisation.scale
-                    stats = (torch.tensor([plan.per_clip[p.clip][0] for p in batch], device=feats.device),
-                             torch.tensor([plan.per_clip[p.clip][1] * scale for p in batch], device=feats.device))
-                outs = self._network(feats, lens, stats)
-                tok = outs.clip if token else None
-                if token and tok is None:
-                    raise ValueError(f"{self.name}: a backbone with clip_pooling='token' must return LayerOutputs.clip")
-                # one copy to the host per batch and layer (each piece's steps are cut from it there)
-                host = {n: outs[n].to("cpu", torch.float32) for n in names}
-                host_tok = torch.cat([tok[n].to("cpu", torch.float32) for n in names], dim=-1) if token else None
-                del outs, tok
-                for j, p in enumerate(batch):
-                    parts = {}
-                    for n in names:
-                        s = strides[n]
-                        core = self._core(p, plan.n_frames[p.clip], n)
-                        parts[n] = host[n][j, p.left // s: p.left // s + core]
-                    r = fuse(parts, strides) if len(names) > 1 else parts[names[0]]
-                    # own the memory: a view would keep the whole batch output (context included) alive
-                    results[(p.clip, p.start)] = r.clone() if r._base is not None else r
-                    if host_tok is not None:
-                        vectors[(p.clip, p.start)] = host_tok[j].clone()
-                del host, host_tok, feats
+                self._run_batch(plan, batch, results, vectors)
                 if long_audio:
                     _release_free_heap()
                 if bar is not None:
                     bar.update(len(batch))
-                if report is not None:   # the seconds of audio the batch's pieces own (their share of the clip)
-                    report(sum(seconds[p.clip] * (p.stop - p.start) / plan.n_frames[p.clip] for p in batch))
+                if report is not None:
+                    report(self._batch_seconds(plan, batch))
         finally:
             self.train(was_training)
             if bar is not None:
                 bar.close()
         return results, vectors
 
+    def _run_batch(self, plan: _Plan, batch: List[_Piece], results: Dict, vectors: Dict) -> None:
+        """One batch of pieces: features, normalisation, the backbone; each piece's own steps into ``results``
+        (and its clip vector into ``vectors`` for token pooling)."""
+        token = self.network.clip_pooling == "token"
+        feats = self._piece_features(batch, plan.padded, plan.refs)
+        lens = torch.tensor([p.n_frames for p in batch], device=feats.device)
+        outs = self._network(feats, lens, self._piece_stats(plan, batch, feats.device))
+        tok = outs.clip if token else None
+        if token and tok is None:
+            raise ValueError(f"{self.name}: a backbone with clip_pooling='token' must return LayerOutputs.clip")
+        # one copy to the host per batch and layer (each piece's steps are cut from it there)
+        host = {n: outs[n].to("cpu", torch.float32) for n in plan.layers}
+        host_tok = torch.cat([tok[n].to("cpu", torch.float32) for n in plan.layers], dim=-1) if token else None
+        del outs, tok, feats
+        for j, p in enumerate(batch):
+            r = self._piece_steps(plan, p, {n: host[n][j] for n in plan.layers})
+            # own the memory: a view would keep the whole batch output (context included) alive
+            results[(p.clip, p.start)] = r.clone() if r._base is not None else r
+            if host_tok is not None:
+                vectors[(p.clip, p.start)] = host_tok[j].clone()
+
+    def _piece_stats(self, plan: _Plan, batch: List[_Piece], device) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """Per-clip (mean, divisor) of each piece's clip, when the normalisation is per clip (else ``None``)."""
+        if plan.per_clip is None:
+            return None
+        scale = self.normalisation.scale
+        return (torch.tensor([plan.per_clip[p.clip][0] for p in batch], device=device),
+                torch.tensor([plan.per_clip[p.clip][1] * scale for p in batch], device=device))
+
+    def _piece_steps(self, plan: _Plan, p: _Piece, outputs: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """A piece's own output steps of each selected layer (its context cut off), fused into one [steps, D]."""
+        strides = plan.strides
+        parts = {}
+        for n in plan.layers:
+            s = strides[n]
+            core = self._core(p, plan.n_frames[p.clip], n)
+            parts[n] = outputs[n][p.left // s: p.left // s + core]
+        return fuse(parts, strides) if len(plan.layers) > 1 else parts[plan.layers[0]]
+
+    def _batch_seconds(self, plan: _Plan, batch: List[_Piece]) -> float:
+        """The seconds of audio the batch's pieces own (their share of the clip)."""
+        return sum(plan.clips[p.clip][1].shape[-1] / self.sample_rate * (p.stop - p.start) / plan.n_frames[p.clip]
+                   for p in batch)
+
     def _assemble(self, plan: _Plan, results: Dict, vectors: Dict) -> List[Embedding]:
-        names, strides, target = plan.names, plan.strides, plan.target
+        names, strides, target = plan.layers, plan.strides, plan.output_stride
         fe = self.frontend
         slices, c = {}, 0
         for n in names:
@@ -656,6 +689,17 @@ class Encoder(nn.Module):
             stack[j, : s.shape[-1]] = s
         frames = max(max(f1 - f0 for f0, f1 in span), self.tiling.min_piece_frames)
         return fe.apply_reference(fe.window_frames(stack, 0, frames), [refs[p.clip] for p in batch])
+
+
+def _batch_clip_stats(x: torch.Tensor, n_frames: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (mean, Bessel-corrected std) of features ``x`` [B, F, T] over each row's own ``n_frames``: the
+    per-clip statistics of :meth:`Encoder._clip_stats` computed on a padded batch, on its device, differentiable."""
+    valid = length_mask(n_frames, x.shape[-1])[:, None, :]
+    count = valid.sum(dim=(1, 2)) * x.shape[1]
+    mean = (x * valid).sum(dim=(1, 2)) / count
+    # Bessel-corrected, as torch's x.std() that the originals apply to their batch
+    var = (((x - mean[:, None, None]) * valid) ** 2).sum(dim=(1, 2)) / (count - 1).clamp(min=1)
+    return mean, var.sqrt()
 
 
 _LIBC_TRIM = None

@@ -119,7 +119,7 @@ def load(name: str, *, weights=None, device: Optional[Union[str, torch.device]] 
     stats = None
     if pretrained:
         path = W.resolve(card.name, weights)
-        _load_state(network, fam.load_state(path), path, card.name)
+        _apply_state(network, fam.load_state(path), path, card.name)
         stats = network.weights_norm_stats()          # statistics stored with the weights (M2D), before any cast
     elif weights is not None:
         raise ValueError("weights= was given together with pretrained=False; drop one of them")
@@ -134,22 +134,30 @@ def load(name: str, *, weights=None, device: Optional[Union[str, torch.device]] 
     return enc
 
 
-def _load_state(network: torch.nn.Module, state, path, model: str) -> None:
+def _apply_state(network: torch.nn.Module, state, path, model: str) -> None:
+    """Put the state dict a family's ``load_state`` read from ``path`` into ``network``, which it must fit exactly
+    (else a :class:`WeightsError` saying how it does not)."""
     own = network.state_dict()
     if not state:
         raise WeightsError(f"{path}: no parameters of a {model} network were found in this checkpoint")
+    parts = _misfits(own, state, model)
+    if parts:
+        raise WeightsError(f"{path} does not fit model {model!r} (is it the checkpoint of another model?): "
+                           + "; ".join(parts))
+    network.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
+
+
+def _misfits(own, state, model: str) -> list:
+    """How ``state`` does not fit the network's ``own`` state dict: shapes that differ, tensors missing, extra."""
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     wrong = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append("shape mismatch: " + "; ".join(f"{k} is {a} in the file, {b} in {model}" for k, a, b in wrong[:4]))
-        if missing:
-            parts.append(f"missing {len(missing)} tensor(s), e.g. {missing[:4]}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} tensor(s), e.g. {unexpected[:4]}")
-        raise WeightsError(f"{path} does not fit model {model!r} (is it the checkpoint of another model?): "
-                           + "; ".join(parts))
-    network.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
+    parts = []
+    if wrong:
+        parts.append("shape mismatch: " + "; ".join(f"{k} is {a} in the file, {b} in {model}" for k, a, b in wrong[:4]))
+    if missing:
+        parts.append(f"missing {len(missing)} tensor(s), e.g. {missing[:4]}")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} tensor(s), e.g. {unexpected[:4]}")
+    return parts

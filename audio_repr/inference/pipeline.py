@@ -11,14 +11,15 @@
   next groups; :func:`embed_files` writes them from a writer thread (``concurrent.futures``) while the device
   computes the next group.
 
-A file that cannot be read, or is too short for the model, gives a ``Result`` with its ``error`` and does not
-stop the others. Numbers are those of ``Encoder.embed`` on the same files: bit-identical on a CPU for the same
+A file that cannot be read, or is too short for the model, gives a ``Result`` with its ``error`` (the exception
+itself, raised in the reader or the encoder) and does not stop the others. Numbers are those of ``Encoder.embed`` on the same files: bit-identical on a CPU for the same
 batch composition (the same resampler runs in the workers), within the batch-invariance bound otherwise.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,21 +33,41 @@ from ..fusion import LayerSpec
 from .embedding import Embedding
 
 __all__ = ["Result", "Reader", "stream", "embed_files", "default_workers", "durations", "length_groups",
-           "check_batch_size"]
+           "check_batch_size", "describe_error"]
 
 
 @dataclass
 class Result:
-    """One input of :func:`stream`: its index in the input list, its path, and its embedding or error."""
+    """One input of :func:`stream`: its index in the input list, its path, and its embedding or the exception
+    that stopped it."""
 
     index: int
     source: str
     embedding: Optional[Embedding]
-    error: Optional[str] = None
+    error: Optional[BaseException] = None
+
+    @property
+    def reason(self) -> Optional[str]:
+        """``"ExceptionType: message"`` of the error (``None`` without one), as failure logs print it."""
+        return None if self.error is None else describe_error(self.error)
+
+
+def describe_error(error: BaseException) -> str:
+    """``"ExceptionType: message"``: an error as one line of a failure log."""
+    return f"{type(error).__name__}: {error}"
+
+
+def _picklable(error: Exception) -> Exception:
+    """``error`` itself when it crosses a process boundary intact, else a ``RuntimeError`` saying what it was."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001 - an exception type that cannot be rebuilt from its args
+        return RuntimeError(describe_error(error))
 
 
 class Reader(torch.utils.data.Dataset):
-    """``reader[i]`` -> ``(i, mono float32 waveform at the model's rate, None)`` or ``(i, None, error)``:
+    """``reader[i]`` -> ``(i, mono float32 waveform at the model's rate, None)`` or ``(i, None, the exception)``:
     what a DataLoader worker does for one file (picklable: paths, a rate and a resampler name)."""
 
     def __init__(self, paths: Sequence[str], sample_rate: int, resampler: str):
@@ -57,7 +78,7 @@ class Reader(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> Tuple[int, Optional[torch.Tensor], Optional[str]]:
+    def __getitem__(self, i: int) -> Tuple[int, Optional[torch.Tensor], Optional[Exception]]:
         path = self.paths[i]
         try:
             wav, sr = load_audio(path)
@@ -66,7 +87,7 @@ class Reader(torch.utils.data.Dataset):
                 wav = get_resampler(self.resampler)(wav, sr, self.sample_rate)
             return i, wav.contiguous(), None
         except Exception as e:  # noqa: BLE001 - reported per file, never fatal
-            return i, None, f"{type(e).__name__}: {e}"
+            return i, None, _picklable(e)
 
 
 def check_batch_size(batch_size) -> None:
@@ -174,7 +195,7 @@ def stream(encoder, paths: Sequence[str], *, layers: LayerSpec = None, batch_siz
                 e = encoder.embed_waveforms([clip], names, batch_size, progress or False, short=short)[0]
                 yield Result(i, paths[i], e)
             except Exception as err:  # noqa: BLE001
-                yield Result(i, paths[i], None, f"{type(err).__name__}: {err}")
+                yield Result(i, paths[i], None, err)
 
 
 def embed_files(encoder, paths: Sequence[str], write: Callable[[Result], None], *, pending: int = 64,
@@ -189,7 +210,7 @@ def embed_files(encoder, paths: Sequence[str], write: Callable[[Result], None], 
         try:
             for r in stream(encoder, paths, **kwargs):
                 if r.embedding is None:
-                    failures.append((r.source, r.error or "unknown error"))
+                    failures.append((r.source, r.reason or "unknown error"))
                     continue
                 queue.append(pool.submit(write, r))
                 while len(queue) > pending or (queue and queue[0].done()):

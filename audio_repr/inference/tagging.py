@@ -35,7 +35,6 @@ from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 
-from ..audio import AudioError
 
 __all__ = ["tag", "Tags", "TaggingError", "label_names", "label_ids", "taggers", "LABEL_SETS"]
 
@@ -114,7 +113,7 @@ def _whole_windows(encoder, n_samples: int) -> List[Tuple[int, int]]:
     """``(start, stop)`` sample ranges: the whole clip when the backbone runs it whole, else windows of the
     longest length it runs whole, every such length, the last one ending at the clip's end."""
     tiling = encoder.tiling
-    if not tiling.windows:                    # context pieces: the stitched result is the whole-clip one
+    if not tiling.independent_windows:                    # context pieces: the stitched result is the whole-clip one
         return [(0, n_samples)]
     stride = encoder.network.max_stride
     limit = max(stride, tiling.chunk_frames // stride * stride) + tiling.overlap_frames
@@ -126,14 +125,8 @@ def _whole_windows(encoder, n_samples: int) -> List[Tuple[int, int]]:
     return out + [(n_samples - width, n_samples)]
 
 
-def tag(encoder, audio, sr=None, top_k: int = 5, batch_size: Optional[int] = None,
-        progress: Optional[Callable[[float], None]] = None) -> Union[Tags, List[Tags]]:
-    """The ``top_k`` classes of each input (a path, array or tensor, or a list of them; ``sr`` as for
-    :meth:`~audio_repr.Encoder.embed`) by the encoder's clip-level ``logits``, scored as the original: sigmoid of
-    the whole clip's logits (long clips: the maximum over windows, see the module doc). ``top_k`` larger than
-    the number of classes gives every class. ``progress(seconds)``: called after each batch with the seconds of
-    audio (of windows) it finished, so a long file reports as it goes. Returns :class:`Tags` (a list of them for
-    a list input). Raises :class:`TaggingError` for a model whose card names no label set."""
+def _label_set(encoder) -> List[str]:
+    """The class names of the encoder's ``logits`` (raises :class:`TaggingError` for a model that cannot tag)."""
     card = encoder.card
     if not card.labels or "logits" not in encoder.layer_dims:
         can = taggers()
@@ -144,9 +137,22 @@ def tag(encoder, audio, sr=None, top_k: int = 5, batch_size: Optional[int] = Non
     if len(names) != n_classes:
         raise TaggingError(f"{card.name}: its 'logits' layer has {n_classes} outputs but the label set "
                            f"{card.labels!r} has {len(names)} classes")
+    return names
+
+
+def tag(encoder, audio, sr=None, top_k: int = 5, batch_size: Optional[int] = None,
+        progress: Optional[Callable[[float], None]] = None) -> Union[Tags, List[Tags]]:
+    """The ``top_k`` classes of each input (a path, array or tensor, or a list of them; ``sr`` as for
+    :meth:`~audio_repr.Encoder.embed`) by the encoder's clip-level ``logits``, scored as the original: sigmoid of
+    the whole clip's logits (long clips: the maximum over windows, see the module doc). ``top_k`` larger than
+    the number of classes gives every class. ``progress(seconds)``: called after each batch with the seconds of
+    audio (of windows) it finished, so a long file reports as it goes. Returns :class:`Tags` (a list of them for
+    a list input). Raises :class:`TaggingError` for a model whose card names no label set."""
+    card = encoder.card
+    names = _label_set(encoder)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}")
-    k = min(top_k, n_classes)
+    k = min(top_k, len(names))
 
     single = not isinstance(audio, (list, tuple))
     items = [audio] if single else list(audio)
@@ -155,13 +161,9 @@ def tag(encoder, audio, sr=None, top_k: int = 5, batch_size: Optional[int] = Non
         wavs = [wavs]
     shown = [str(it) if isinstance(it, (str, os.PathLike)) else ("audio" if single else f"audio[{i}]")
              for i, it in enumerate(items)]
-    fe, need = encoder.frontend, encoder.network.min_frames
     segments, owner = [], []
     for i, w in enumerate(wavs):
-        if fe.frames_for(w.shape[-1]) < need:  # said here, with the input's own name
-            raise AudioError(f"{shown[i]}: {1000.0 * w.shape[-1] / encoder.sample_rate:.1f} ms of audio is too "
-                             f"short for {card.name}: it needs at least "
-                             f"{1000.0 * fe.min_samples(need) / encoder.sample_rate:.0f} ms")
+        encoder.check_min_length(shown[i], w)  # said here, with the input's own name
         for a, b in _whole_windows(encoder, w.shape[-1]):
             segments.append(w[a:b])
             owner.append(i)

@@ -65,9 +65,9 @@ from ..frontends import KaldiFbank
 from ..registry import ModelCard, Normalisation, register
 from ..weights import unwrap_state_dict
 from . import register_family
-from .base import Backbone, Family, LayerOutputs, Tiling
+from .base import Backbone, Family, LayerOutputs, Tiling, length_mask
 
-__all__ = ["ASTNet", "ASTOutputs", "convert_state_dict", "load_weights"]
+__all__ = ["ASTNet", "ASTOutputs", "convert_state_dict", "load_state"]
 
 
 class ASTOutputs(LayerOutputs):
@@ -185,7 +185,7 @@ class ASTNet(Backbone):
             pw = grid[:, idx.clamp(0, self.t_patches - 1)].permute(1, 0, 2, 3)   # [N, F', T', D]
             tok = (p.permute(0, 2, 3, 1) + pw).reshape(N, Fp * Tp, D)
             if min(patches) < Tp:
-                keep = (torch.arange(Tp, device=x.device)[None] < t[:, None])[:, None, :].expand(N, Fp, Tp)
+                keep = length_mask(t, Tp)[:, None, :].expand(N, Fp, Tp)
                 keep = torch.cat([keep.new_ones(N, 2), keep.reshape(N, Fp * Tp)], dim=1)
                 mask = keep[:, None, None, :]
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(N, -1, -1)
@@ -210,38 +210,16 @@ class ASTNet(Backbone):
         B, _, T = x.shape
         lens = [int(v) for v in lengths.tolist()] if lengths is not None else [T] * B
         wins = self._plan(lens)
-        need = max(w.start + w.length for w in wins)
-        if need > T:   # the encoder pads with the card's rule (in_frames); bare use: zeros
-            x = F.pad(x, (0, need - T))
-        L = max(w.length for w in wins)
-        if all(w.start == 0 for w in wins) and len(wins) == B:
-            xs = x[:, :, :L]
-        else:
-            x = F.pad(x, (0, max(0, max(w.start for w in wins) + L - x.shape[-1])))
-            xs = torch.stack([x[w.row, :, w.start: w.start + L] for w in wins])
+        xs = self._window_inputs(x, wins)
         patches = [w.patches for w in wins]
         states = self._states(xs, patches if self.short == "crop" else None)
         first = next(states)
-
-        # frames: stitch each row's windows; clip: windows weighted by the frames they own
         Tp = (first.shape[1] - 2) // self.f_patches
         del first
         out_n = [self.out_frames(max(n, 1)) for n in lens]
         T_out = max(out_n)
-        dev = x.device
-        flat_idx = torch.zeros(B, T_out, dtype=torch.long)
-        weights = torch.zeros(B, len(wins), dtype=torch.float64)
-        filled = [0] * B
-        for wi, w in enumerate(wins):
-            k = filled[w.row]
-            m = min(w.patches, out_n[w.row] - k)
-            flat_idx[w.row, k: k + m] = wi * Tp + torch.arange(m)
-            filled[w.row] = k + m
-            weights[w.row, wi] = w.own
-        for b in range(B):   # frames past a row's own length: repeat its last (not meaningful)
-            flat_idx[b, filled[b]:] = flat_idx[b, max(filled[b] - 1, 0)]
-        weights = (weights / weights.sum(dim=1, keepdim=True)).float().to(dev)
-        flat_idx = flat_idx.to(dev)
+        flat_idx, weights = self._stitching(wins, out_n, Tp)
+        flat_idx, weights = flat_idx.to(x.device), weights.to(x.device)
         simple = len(wins) == B and T_out <= Tp
         outs = ASTOutputs()
         for i, h in enumerate(states):        # each layer's outputs as soon as its block is done
@@ -257,6 +235,38 @@ class ASTNet(Backbone):
                 outs[name] = fr.reshape(-1, D)[flat_idx.reshape(-1)].reshape(B, T_out, D)
                 outs.clip[name] = (weights.to(c.dtype) @ c)
         return outs
+
+    @staticmethod
+    def _window_inputs(x: torch.Tensor, wins: List[_Window]) -> torch.Tensor:
+        """The windows' features ``[N, n_mels, L]`` cut from the rows of ``x`` (zero-padded past its end)."""
+        T = x.shape[-1]
+        need = max(w.start + w.length for w in wins)
+        if need > T:   # the encoder pads with the card's rule (in_frames); bare use: zeros
+            x = F.pad(x, (0, need - T))
+        L = max(w.length for w in wins)
+        if all(w.start == 0 for w in wins) and len(wins) == x.shape[0]:
+            return x[:, :, :L]
+        x = F.pad(x, (0, max(0, max(w.start for w in wins) + L - x.shape[-1])))
+        return torch.stack([x[w.row, :, w.start: w.start + L] for w in wins])
+
+    @staticmethod
+    def _stitching(wins: List[_Window], out_n: List[int], Tp: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """How each row's frames and clip vector come from its windows: the index of every output step among
+        the windows' ``Tp`` steps ``[B, T_out]`` (past a row's own length: its last), and each window's weight
+        in its row's clip vector (the frames it owns) ``[B, N]``."""
+        B = len(out_n)
+        flat_idx = torch.zeros(B, max(out_n), dtype=torch.long)
+        weights = torch.zeros(B, len(wins), dtype=torch.float64)
+        filled = [0] * B
+        for wi, w in enumerate(wins):
+            k = filled[w.row]
+            m = min(w.patches, out_n[w.row] - k)
+            flat_idx[w.row, k: k + m] = wi * Tp + torch.arange(m)
+            filled[w.row] = k + m
+            weights[w.row, wi] = w.own
+        for b in range(B):   # frames past a row's own length: repeat its last (not meaningful)
+            flat_idx[b, filled[b]:] = flat_idx[b, max(filled[b] - 1, 0)]
+        return flat_idx, (weights / weights.sum(dim=1, keepdim=True)).float()
 
 
 # ---- checkpoints -------------------------------------------------------------------------------
@@ -319,7 +329,7 @@ def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
     return out
 
 
-def load_weights(path) -> Dict[str, torch.Tensor]:
+def load_state(path) -> Dict[str, torch.Tensor]:
     """A checkpoint file (original ``.pth``, transformers ``.safetensors``/``.bin``) or a folder saved
     by transformers' ``save_pretrained`` -> our state dict."""
     from ..weights import WeightsError, load_checkpoint
@@ -340,7 +350,7 @@ def load_weights(path) -> Dict[str, torch.Tensor]:
     return convert_state_dict(load_checkpoint(path))
 
 
-register_family(Family("ast", build_frontend=KaldiFbank, build_network=ASTNet, load_state=load_weights))
+register_family(Family("ast", build_frontend=KaldiFbank, build_network=ASTNet, load_state=load_state))
 
 
 # ---- the cards ---------------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from ..layers.vit import Block, PatchEmbed
 from ..registry import ModelCard, Normalisation, register
 from ..weights import WeightsError, load_checkpoint, unwrap_state_dict
 from . import register_family
-from .base import Backbone, Family, Tiling
+from .base import Backbone, Family, Tiling, length_mask
 
 __all__ = ["ATSTLogMel", "FrameATSTNet", "convert_checkpoint", "load_state", "DB_MIN", "DB_MAX", "TOP_DB"]
 
@@ -147,14 +147,14 @@ class FrameATSTNet(Backbone):
             raise ValueError(f"{P} patches exceed the positional table ({self.window_patches}); the encoder cuts "
                              f"long audio into windows of {self.window_patches * pw} frames")
         # AmplitudeToDB's top_db: the floor below each row's maximum over its own frames
-        valid = (torch.arange(T, device=x.device)[None, :] < lens[:, None])[:, None, :]
+        valid = length_mask(lens, T)[:, None, :]
         peak = torch.where(valid, x, torch.full_like(x, float("-inf"))).amax(dim=(1, 2), keepdim=True)
         x = torch.maximum(x, peak - self.top_db_normalised)
         x = x[:, None, :, : P * pw].to(self.pos_embed.dtype)
         h = self.patch_embed(x) + self.pos_embed[:, 1: P + 1]
         mask = None
         if int(patches.min()) < P:
-            mask = (torch.arange(P, device=x.device)[None, :] < patches[:, None])[:, None, None, :]
+            mask = length_mask(patches, P)[:, None, None, :]
         outs: "OrderedDict[str, torch.Tensor]" = OrderedDict()
         for i, blk in enumerate(self.blocks):
             h = blk(h, mask)
@@ -183,34 +183,43 @@ def _check_hparams(hp: Any) -> None:
         raise WeightsError("the checkpoint's hyper_parameters describe another network: " + "; ".join(problems))
 
 
+def _encoder_tensors(state: Mapping) -> Dict[str, torch.Tensor]:
+    """The teacher encoder's tensors of a state dict, their prefix (the first of ``_PREFIXES`` present, else an
+    optional ``encoder.``) stripped."""
+    tensors = {k: v for k, v in state.items() if isinstance(k, str) and torch.is_tensor(v)}
+    for prefix in _PREFIXES:
+        if any(k.startswith(prefix) for k in tensors):
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return {(k[len("encoder."):] if k.startswith("encoder.") else k): v for k, v in tensors.items()}
+
+
+def _renamed(tensors: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Our names: the training-only ``mask_embed`` dropped, the linear patch projection as ``patch_embed.proj``."""
+    out: Dict[str, torch.Tensor] = {}
+    for k, v in tensors.items():
+        if k == "mask_embed":                                  # the masked-token embedding of training
+            continue
+        if k.startswith("patch_embed.patch_embed."):           # the linear patch projection (reshaped later)
+            kind = k.rsplit(".", 1)[1]
+            out[f"patch_embed.proj.{kind}"] = v
+            continue
+        out[k] = v
+    return out
+
+
 def convert_checkpoint(obj: Any) -> Dict[str, torch.Tensor]:
     """An ATST-Frame checkpoint (Lightning's ``{'state_dict', 'hyper_parameters', ...}`` or a bare encoder state
     dict) -> :class:`FrameATSTNet`'s state dict."""
     if not isinstance(obj, Mapping):
         raise WeightsError(f"expected an ATST-Frame checkpoint dict, got {type(obj).__name__}")
     _check_hparams(obj.get("hyper_parameters"))
-    state = unwrap_state_dict(obj, ("state_dict",))
-    tensors = {k: v for k, v in state.items() if isinstance(k, str) and torch.is_tensor(v)}
-    for prefix in _PREFIXES:
-        if any(k.startswith(prefix) for k in tensors):
-            tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            break
-    else:
-        tensors = {k[len("encoder."):] if k.startswith("encoder.") else k: v for k, v in tensors.items()}
+    tensors = _encoder_tensors(unwrap_state_dict(obj, ("state_dict",)))
     if not any(k.startswith("blocks.") for k in tensors) or "pos_embed" not in tensors:
         raise WeightsError("not an ATST-Frame checkpoint: no model.teacher.encoder.* (blocks, pos_embed) tensors "
                            "(an ATST-Clip checkpoint, audiossl/methods/atst, is another network)")
     if any(k.startswith("prompt_embed") for k in tensors):
         raise WeightsError("this ATST-Frame checkpoint has prompt tokens (nprompt > 0), which are not supported")
-    out: Dict[str, torch.Tensor] = {}
-    for k, v in tensors.items():
-        if k == "mask_embed":                                  # the masked-token embedding of training
-            continue
-        if k.startswith("patch_embed.patch_embed."):           # the linear patch projection (reshaped below)
-            kind = k.rsplit(".", 1)[1]
-            out[f"patch_embed.proj.{kind}"] = v
-            continue
-        out[k] = v
+    out = _renamed(tensors)
     w = out.get("patch_embed.proj.weight")
     if w is not None and w.ndim == 2:                          # Linear over (p1 p2 c) -> Conv2d [D, 1, p1, p2]
         hp = obj.get("hyper_parameters")

@@ -18,10 +18,16 @@ from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ["Tiling", "Backbone", "LayerOutputs", "Family", "TextTower", "ClipPooling", "CLIP_POOLINGS"]
+__all__ = ["Tiling", "Backbone", "LayerOutputs", "Family", "TextTower", "ClipPooling", "length_mask"]
 
 ClipPooling = Literal["mean_max", "mean", "token"]
-CLIP_POOLINGS = ("mean_max", "mean", "token")
+
+
+def length_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """The padding mask of a batch: ``[B, steps]``, True at each row's own time steps (``t < lengths[row]``) and
+    False past its end. ``lengths`` [B] (on the device the mask is made on). The one way every backbone and the
+    encoder tell real steps from padding: reshape it to the tensor's time axis, then multiply, fill or select."""
+    return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,8 @@ class Tiling:
     pad_value: Optional[float] = None
 
     @property
-    def windows(self) -> bool:
+    def independent_windows(self) -> bool:
+        """Whether pieces are the model's own independent windows (``context_frames == 0``), not context pieces."""
         return self.context_frames == 0
 
 

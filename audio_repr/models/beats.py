@@ -74,7 +74,7 @@ from ..layers.relpos import RelPosEncoderLayer, deep_norm_alpha
 from ..registry import ModelCard, Normalisation, register
 from ..weights import WeightsError, load_checkpoint, unwrap_state_dict
 from . import register_family
-from .base import Backbone, Family, Tiling
+from .base import Backbone, Family, Tiling, length_mask
 
 __all__ = ["BEATsFbank", "BEATsNet", "arch_from_cfg", "convert_checkpoint", "load_state", "CFG_DEFAULTS",
            "FBANK_MEAN", "FBANK_STD"]
@@ -245,6 +245,19 @@ class BEATsNet(Backbone):
         self._check_cfg(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def _pack_windows(self, grid: torch.Tensor, wins, L: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The windows' tokens ``[N, L, D]`` from the patch grid ``[B, P, F', D]`` (time-major, zeros after each
+        window's own), and the padding mask ``[N, L]`` (True at padding; ``None`` when every row is one full
+        window)."""
+        B, P, Fp, D = grid.shape
+        if len(wins) == B and all(w.count == P for w in wins):
+            return grid.reshape(B, L, D), None
+        h = grid.new_zeros(len(wins), L, D)
+        pad = ~length_mask(torch.tensor([Fp * w.count for w in wins], device=grid.device), L)
+        for i, w in enumerate(wins):
+            h[i, : Fp * w.count] = grid[w.row, w.start: w.start + w.count].reshape(-1, D)
+        return h, pad
+
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> "OrderedDict[str, torch.Tensor]":
         """``x [B, n_mels, T]`` (normalised fbank; frames past a row's length are never read) and the rows' frame
         counts -> ``{layer: [B, floor(T_max / 16), D]}``; steps past a row's own ``floor(length / 16)`` are not
@@ -264,19 +277,11 @@ class BEATsNet(Backbone):
         grid = self.layer_norm(self.patch_embedding(img).permute(0, 2, 3, 1))     # [B, P, F', E]
         if self.post_extract_proj is not None:
             grid = self.post_extract_proj(grid)
-        D = grid.shape[-1]
 
         # each window: its time patches' tokens in the original order, then zeros (the convolution's own padding)
         wins = self._windows(patches)
         N, L = len(wins), Fp * max(w.count for w in wins)
-        if N == B and all(w.count == P for w in wins):
-            h, pad = grid.reshape(B, L, D), None
-        else:
-            h = grid.new_zeros(N, L, D)
-            pad = torch.ones(N, L, dtype=torch.bool, device=dev)
-            for i, w in enumerate(wins):
-                h[i, : Fp * w.count] = grid[w.row, w.start: w.start + w.count].reshape(-1, D)
-                pad[i, : Fp * w.count] = False
+        h, pad = self._pack_windows(grid, wins, L)
         h = h + self.encoder.pos_conv(h)
         if not self.encoder.layer_norm_first:
             h = self.encoder.layer_norm(h)

@@ -24,7 +24,7 @@ from ..frontends import LogMelSpectrogram
 from ..registry import ModelCard, Normalisation, register
 from ..weights import load_checkpoint, unwrap_state_dict
 from . import register_family
-from .base import Backbone, Family, Tiling
+from .base import Backbone, Family, Tiling, length_mask
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -32,12 +32,11 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
                          nn.ReLU(), nn.MaxPool2d(2, stride=2))
 
 
-def _time_mask(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-    """Zero time steps (last axis) at or beyond ``lengths`` [B]."""
+def _zero_past_length(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x`` with time steps (last axis) at or beyond ``lengths`` [B] zeroed."""
     if lengths is None:
         return x
-    t = torch.arange(x.shape[-1], device=x.device)
-    keep = (t[None, :] < lengths[:, None]).to(x.dtype)
+    keep = length_mask(lengths.to(x.device), x.shape[-1]).to(x.dtype)
     return x * keep.view(x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1])
 
 
@@ -86,12 +85,12 @@ class BYOLANet(Backbone):
             x = x[:, None]
         x = x.contiguous(memory_format=torch.channels_last)
         outs: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-        x = _time_mask(x, lengths)
+        x = _zero_past_length(x, lengths)
         for i in range(self.n_conv):
             x = self.features[4 * i: 4 * i + 4](x)
             if lengths is not None:
                 lengths = torch.div(lengths, 2, rounding_mode="floor")
-            x = _time_mask(x, lengths)
+            x = _zero_past_length(x, lengths)
             outs[f"conv{i + 1}"] = rearrange(x, "b c f t -> b t (c f)")      # channel-major
         conv_feat = rearrange(x, "b c f t -> b t (f c)")                   # frequency-major, as the original
         h = self.fc[0:2](conv_feat)

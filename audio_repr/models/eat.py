@@ -61,7 +61,7 @@ from ..layers.vit import Attention, Mlp, PatchEmbed
 from ..registry import ModelCard, Normalisation, register
 from ..weights import WeightsError, load_checkpoint, unwrap_state_dict
 from . import register_family
-from .base import Backbone, Family, LayerOutputs, Tiling
+from .base import Backbone, Family, LayerOutputs, Tiling, length_mask
 
 __all__ = ["EATNet", "PostNormBlock", "sincos_table", "convert_checkpoint", "load_state", "FBANK_MEAN", "FBANK_STD"]
 
@@ -188,7 +188,7 @@ class EATNet(Backbone):
         h = self.pre_norm(h)
         mask = None
         if int(patches.min()) < P:
-            keep = (torch.arange(P, device=x.device)[None, :] < patches[:, None])
+            keep = length_mask(patches, P)
             keep = keep[:, :, None].expand(B, P, Fp).reshape(B, P * Fp)
             mask = torch.cat([keep.new_ones(B, 1), keep], dim=1)[:, None, None, :]
         outs = LayerOutputs()
@@ -200,7 +200,7 @@ class EATNet(Backbone):
             outs.clip[name] = h[:, 0]
         last = f"block{len(self.blocks)}"
         fr = outs[last]
-        valid = (torch.arange(P, device=x.device)[None, :] < patches[:, None]).to(fr.dtype)
+        valid = length_mask(patches, P).to(fr.dtype)
         outs[last + "_mean"] = fr
         outs.clip[last + "_mean"] = (fr * valid[:, :, None]).sum(dim=1) / patches[:, None].to(fr.dtype)
         return outs
@@ -244,19 +244,18 @@ def _check_cfg(cfg: Any) -> None:
         raise WeightsError("the checkpoint's cfg describes another data2vec 2.0 network: " + "; ".join(problems))
 
 
-def convert_checkpoint(obj: Any) -> Dict[str, torch.Tensor]:
-    """An EAT / SSLAM checkpoint (fairseq's ``{'cfg', 'model', ...}`` or the Hub's state dict) -> :class:`EATNet`'s
-    state dict."""
-    if not isinstance(obj, Mapping):
-        raise WeightsError(f"expected an EAT checkpoint dict, got {type(obj).__name__}")
-    if "model" in obj and isinstance(obj.get("model"), Mapping):
-        _check_cfg(obj.get("cfg"))
-    state = unwrap_state_dict(obj, ("model",))
+def _network_tensors(state: Mapping) -> Dict[str, torch.Tensor]:
+    """The network's tensors of a state dict (the Hub's ``model.`` prefix stripped)."""
     tensors = {k: v for k, v in state.items() if isinstance(k, str) and torch.is_tensor(v)}
     if not any(k.startswith(("blocks.", "model.blocks.")) for k in tensors):
         raise WeightsError("not an EAT checkpoint: no blocks.* tensors")
     if any(k.startswith("model.") for k in tensors) and not any(k.startswith("blocks.") for k in tensors):
         tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    return tensors
+
+
+def _renamed(tensors: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """fairseq's and the Hub's names -> ours (the blocks keep theirs; everything else is dropped)."""
     out: Dict[str, torch.Tensor] = {}
     for k, v in tensors.items():
         if k in _FAIRSEQ:
@@ -265,6 +264,17 @@ def convert_checkpoint(obj: Any) -> Dict[str, torch.Tensor]:
             out[_HUB[k]] = v
         elif _BLOCK.match(k):
             out[k] = v
+    return out
+
+
+def convert_checkpoint(obj: Any) -> Dict[str, torch.Tensor]:
+    """An EAT / SSLAM checkpoint (fairseq's ``{'cfg', 'model', ...}`` or the Hub's state dict) -> :class:`EATNet`'s
+    state dict."""
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"expected an EAT checkpoint dict, got {type(obj).__name__}")
+    if "model" in obj and isinstance(obj.get("model"), Mapping):
+        _check_cfg(obj.get("cfg"))
+    out = _renamed(_network_tensors(unwrap_state_dict(obj, ("model",))))
     missing = [n for n in ("patch_embed.proj.weight", "cls_token", "pos_embed", "pre_norm.weight") if n not in out]
     if missing:
         raise WeightsError(f"not an EAT checkpoint: no {', '.join(missing)} (expected fairseq's "

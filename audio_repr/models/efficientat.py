@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +54,7 @@ from ..frontends.efficientat import EfficientATMel
 from ..registry import ModelCard, Normalisation, register
 from ..weights import load_checkpoint, select_tensors
 from . import register_family
-from .base import Backbone, Family, LayerOutputs, Tiling
+from .base import Backbone, Family, LayerOutputs, Tiling, length_mask
 
 __all__ = ["MobileNetV3", "DyMN", "build_network", "convert_state_dict", "load_state"]
 
@@ -84,7 +85,7 @@ class ConvBNAct(nn.Sequential):
         x = self(x)
         if self.stride > 1 and lengths is not None:
             lengths = _ceil_div(lengths, self.stride)                   # "same" padding
-        return _mask(x, lengths), lengths
+        return _zero_past_length(x, lengths), lengths
 
 
 class SqueezeExcitation(nn.Module):
@@ -130,24 +131,63 @@ class InvertedResidual(nn.Module):
                 h = sub.conc_se_layers[0](h, _mean_ft(h, lengths))
             else:
                 h, lengths = sub.run(h, lengths)
-        return (_mask(h + x, lengths) if self.use_res_connect else h), lengths
+        return (_zero_past_length(h + x, lengths) if self.use_res_connect else h), lengths
 
 
-# input_channels, kernel, expanded_channels, out_channels, use_se, hardswish, stride (index into `strides` or 1)
-_SETTING = [
-    (16, 3, 16, 16, False, False, None), (16, 3, 64, 24, False, False, 0), (24, 3, 72, 24, False, False, None),
-    (24, 5, 72, 40, True, False, 1), (40, 5, 120, 40, True, False, None), (40, 5, 120, 40, True, False, None),
-    (40, 3, 240, 80, False, True, 2), (80, 3, 200, 80, False, True, None), (80, 3, 184, 80, False, True, None),
-    (80, 3, 184, 80, False, True, None), (80, 3, 480, 112, True, True, None), (112, 3, 672, 112, True, True, None),
-    (112, 5, 672, 160, True, True, 3), (160, 5, 960, 160, True, True, None), (160, 5, 960, 160, True, True, None),
-]
+def adjust_channels(channels: int, width_mult: float) -> int:
+    """A MobileNetV3-Large channel count at width ``width_mult`` (rounded to a multiple of 8)."""
+    return make_divisible(channels * width_mult, 8)
 
 
-def _mask(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-    """Zero time steps (last axis) of ``x`` [B, C, F, T] at or beyond ``lengths`` [B]."""
+@dataclass(frozen=True)
+class BlockConfig:
+    """One inverted residual block of MobileNetV3-Large at width 1 (as torchvision's ``InvertedResidualConfig``):
+    channels in, depthwise kernel, expanded and out channels, squeeze-excitation, hardswish (else ReLU), and the
+    stride: ``stride_index`` into the network's ``strides`` (``None``: stride 1)."""
+
+    input_channels: int
+    kernel: int
+    expanded_channels: int
+    out_channels: int
+    use_se: bool
+    use_hardswish: bool
+    stride_index: Optional[int] = None
+
+    def channels(self, width_mult: float) -> Tuple[int, int, int]:
+        """(in, expanded, out) channels at width ``width_mult``."""
+        return (adjust_channels(self.input_channels, width_mult), adjust_channels(self.expanded_channels, width_mult),
+                adjust_channels(self.out_channels, width_mult))
+
+    def stride(self, strides: Tuple[int, int, int, int]) -> int:
+        return 1 if self.stride_index is None else strides[self.stride_index]
+
+
+#: features[1..15] of MobileNetV3-Large
+BLOCKS: Tuple[BlockConfig, ...] = (
+    BlockConfig(16, 3, 16, 16, False, False), BlockConfig(16, 3, 64, 24, False, False, 0),
+    BlockConfig(24, 3, 72, 24, False, False), BlockConfig(24, 5, 72, 40, True, False, 1),
+    BlockConfig(40, 5, 120, 40, True, False), BlockConfig(40, 5, 120, 40, True, False),
+    BlockConfig(40, 3, 240, 80, False, True, 2), BlockConfig(80, 3, 200, 80, False, True),
+    BlockConfig(80, 3, 184, 80, False, True), BlockConfig(80, 3, 184, 80, False, True),
+    BlockConfig(80, 3, 480, 112, True, True), BlockConfig(112, 3, 672, 112, True, True),
+    BlockConfig(112, 5, 672, 160, True, True, 3), BlockConfig(160, 5, 960, 160, True, True),
+    BlockConfig(160, 5, 960, 160, True, True),
+)
+
+#: builds one block from its config, the network's width and strides
+BlockBuilder = Callable[[BlockConfig, float, Tuple[int, int, int, int]], nn.Module]
+
+
+def _inverted_residual(cfg: BlockConfig, width_mult: float, strides: Tuple[int, int, int, int]) -> nn.Module:
+    c_in, c_exp, c_out = cfg.channels(width_mult)
+    return InvertedResidual(c_in, cfg.kernel, c_exp, c_out, cfg.use_se, cfg.use_hardswish, cfg.stride(strides))
+
+
+def _zero_past_length(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x`` [B, C, F, T] with time steps (last axis) at or beyond ``lengths`` [B] zeroed."""
     if lengths is None or bool((lengths >= x.shape[-1]).all()):   # nothing to zero: x * 1 would be x
         return x
-    keep = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
+    keep = length_mask(lengths.to(x.device), x.shape[-1])
     return x * keep[:, None, None, :].to(x.dtype)
 
 
@@ -167,23 +207,18 @@ class MobileNetV3(Backbone):
 
     clip_pooling = "token"
 
-    def __init__(self, n_mels: int = 128, width_mult: float = 0.4, strides: Tuple[int, int, int, int] = (2, 2, 2, 2),
-                 num_classes: int = 527, se_r: int = 4, max_frames: int = 60000):
+    def __init__(self, width_mult: float = 0.4, strides: Tuple[int, int, int, int] = (2, 2, 2, 2),
+                 num_classes: int = 527, max_frames: int = 60000, *, block: BlockBuilder = _inverted_residual):
+        """``block`` builds each of :data:`BLOCKS` (DyMN: a dynamic block). Modules are made in the original's
+        order (the blocks, the first and last convs, the classifier), so a seeded random init is the original's."""
         super().__init__()
-        adjust = lambda c: make_divisible(c * width_mult, 8)   # noqa: E731
-        self._build([InvertedResidual(adjust(c_in), k, adjust(c_exp), adjust(c_out), se, hs,
-                                      1 if s is None else strides[s])
-                     for c_in, k, c_exp, c_out, se, hs, s in _SETTING], width_mult, num_classes, max_frames)
-
-    def _build(self, blocks: List[nn.Module], width_mult: float, num_classes: int, max_frames: int) -> None:
-        """``features`` (the first conv, ``blocks``, the last 1x1 conv), the ``mlp`` classifier, the layer table
-        and the tiling."""
-        adjust = lambda c: make_divisible(c * width_mult, 8)   # noqa: E731
-        last_in = adjust(160)
+        blocks = [block(cfg, width_mult, strides) for cfg in BLOCKS]
+        last_in = adjust_channels(160, width_mult)
         last = 6 * last_in
-        layers: List[nn.Module] = [ConvBNAct(1, adjust(16), 3, 2), *blocks, ConvBNAct(last_in, last, 1)]
+        layers: List[nn.Module] = [ConvBNAct(1, adjust_channels(16, width_mult), 3, 2), *blocks,
+                                   ConvBNAct(last_in, last, 1)]
         self.features = nn.Sequential(*layers)
-        hidden = adjust(1280)
+        hidden = adjust_channels(1280, width_mult)
         self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(start_dim=1), nn.Linear(last, hidden),
                                         nn.Hardswish(), nn.Dropout(p=0.2), nn.Linear(hidden, num_classes))
         self.layer_dims: Dict[str, int] = OrderedDict()
@@ -206,7 +241,7 @@ class MobileNetV3(Backbone):
         """``(K, features[K]'s map [B, C, F, T_K], each row's steps)`` in turn."""
         if x.ndim == 3:
             x = x[:, None]
-        x = _mask(x, lengths)
+        x = _zero_past_length(x, lengths)
         for i, layer in enumerate(self.features):
             x, lengths = layer.run(x, lengths)
             yield i, x, lengths
@@ -311,7 +346,7 @@ class ContextGen(nn.Module):
             cf = x.sum(dim=3, keepdim=True) / lengths.to(x.dtype)[:, None, None, None]
         ct = x.mean(dim=2, keepdim=True).transpose(2, 3)                                     # [B, C, T, 1]
         g = F.hardswish(self.joint_norm(self.joint_conv(torch.cat([cf, ct], dim=2))))         # [B, H, F + T, 1]
-        h_f, h_t = g[:, :, :n_f], _mask(g[:, :, n_f:].transpose(2, 3), lengths)              # [B, H, 1, T]
+        h_f, h_t = g[:, :, :n_f], _zero_past_length(g[:, :, n_f:].transpose(2, 3), lengths)              # [B, H, 1, T]
         if lengths is None:
             context = g.mean(dim=(2, 3))
         else:
@@ -353,13 +388,13 @@ class DynamicInvertedResidual(nn.Module):
         context, att_f, att_t = self.context_gen(x, lengths)
         h = x
         if self.exp_conv is not None:                   # zero past the steps before the depthwise conv reads them
-            h = _mask(self.act(self.exp_norm(self.exp_conv(h, context))), lengths)
+            h = _zero_past_length(self.act(self.exp_norm(self.exp_conv(h, context))), lengths)
         h = self.depth_norm(self.depth_conv(h, context))
         if self.stride > 1 and lengths is not None:
             lengths = _ceil_div(lengths, self.stride)
         h = self.depth_act(h, context) * torch.sigmoid(att_f) * torch.sigmoid(att_t)
         h = self.proj_norm(self.proj_conv(h, context))
-        return _mask(h + x if self.use_res_connect else h, lengths), lengths
+        return _zero_past_length(h + x if self.use_res_connect else h, lengths), lengths
 
 
 class DyMN(MobileNetV3):
@@ -368,13 +403,14 @@ class DyMN(MobileNetV3):
     average over the whole input: no finite receptive field). ``temperature``: the kernels' attention temperature,
     1 for the AudioSet weights (the original's ``pretrain_final_temp``)."""
 
-    def __init__(self, n_mels: int = 128, width_mult: float = 1.0, strides: Tuple[int, int, int, int] = (2, 2, 2, 2),
+    def __init__(self, width_mult: float = 1.0, strides: Tuple[int, int, int, int] = (2, 2, 2, 2),
                  num_classes: int = 527, max_frames: int = 60000, temperature: float = 1.0):
-        Backbone.__init__(self)
-        adjust = lambda c: make_divisible(c * width_mult, 8)   # noqa: E731
-        self._build([DynamicInvertedResidual(adjust(c_in), k, adjust(c_exp), adjust(c_out), hs,
-                                             1 if s is None else strides[s], width_mult, temperature)
-                     for c_in, k, c_exp, c_out, _, hs, s in _SETTING], width_mult, num_classes, max_frames)
+        def block(cfg: BlockConfig, width: float, block_strides: Tuple[int, int, int, int]) -> nn.Module:
+            c_in, c_exp, c_out = cfg.channels(width)
+            return DynamicInvertedResidual(c_in, cfg.kernel, c_exp, c_out, cfg.use_hardswish,
+                                           cfg.stride(block_strides), width, temperature)
+
+        super().__init__(width_mult, strides, num_classes, max_frames, block=block)
 
 
 def build_network(network: str = "mn", **kwargs) -> MobileNetV3:
@@ -400,7 +436,7 @@ def convert_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
                         strip=r"^(?:module\.|model\.|net\.)+")
     if not any(_DYMN_NAMES.match(k) for k in sd):
         return sd
-    last = 1 + len(_SETTING)
+    last = 1 + len(BLOCKS)
 
     def rename(k: str) -> str:
         m = _DYMN_NAMES.match(k)
@@ -437,7 +473,7 @@ for _name, _w, _map, _file, _max in (("mn04", 0.4, 0.432, "mn04_as_mAP_432.pt", 
                      f"frames every 320 ms = the last map averaged over frequency, clip = the original's pooled "
                      f"embedding"),
         sample_rate=32000, frontend=_FE,
-        arch=dict(n_mels=128, width_mult=_w, strides=(2, 2, 2, 2), num_classes=527, max_frames=_max),
+        arch=dict(width_mult=_w, strides=(2, 2, 2, 2), num_classes=527, max_frames=_max),
         normalisation=Normalisation(-4.5, 5.0),       # the original's "fast normalisation" (x + 4.5) / 5
         default_layer="features", fusion_layers=("block1", "block3", "block6", "block12", "features"),
         weights=_file, licence=_LICENCE, citation=_CITE, paper="https://arxiv.org/abs/2211.04772",
@@ -451,7 +487,7 @@ register(ModelCard(
     description=("EfficientAT dynamic MobileNet DyMN10 (width 1.0, AudioSet mAP 0.477), 128 Kaldi mels at 32 kHz; "
                  "frames every 320 ms = the last map averaged over frequency, clip = the original's pooled embedding"),
     sample_rate=32000, frontend=_FE,
-    arch=dict(network="dymn", n_mels=128, width_mult=1.0, strides=(2, 2, 2, 2), num_classes=527, max_frames=60000,
+    arch=dict(network="dymn", width_mult=1.0, strides=(2, 2, 2, 2), num_classes=527, max_frames=60000,
               temperature=1.0),
     normalisation=Normalisation(-4.5, 5.0),
     default_layer="features", fusion_layers=("block1", "block3", "block6", "block12", "features"),

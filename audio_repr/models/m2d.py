@@ -31,7 +31,7 @@ followed by the final LayerNorm: the standard output). The original's ``encode_l
 list is ``block1`` .. ``block11``, ``output``. ``layers="fusion"`` follows the EUSIPCO 2022 recipe for ViTs
 (an intermediate and the last layer concatenated): ``block7`` + ``output`` (7680-d), the same pair as MSM-MAE.
 
-Checkpoints (:func:`load_weights`): the release ``.zip``, its run folder (``m2d_vit_base-80x608p16x16-221006-mr7``
+Checkpoints (:func:`load_state`): the release ``.zip``, its run folder (``m2d_vit_base-80x608p16x16-221006-mr7``
 holding ``checkpoint-300.pth``), the ``.pth`` itself (the training checkpoint: ``model`` holds the online and
 target encoders, the decoder and, for M2D-AS/-CLAP, the offline predictor / projectors: only the online
 encoder is kept), the encoder-only weights the original ``util/to_encoder_only_weight.py`` writes (the
@@ -57,9 +57,9 @@ from ..layers.vit import Block, PatchEmbed
 from ..registry import ModelCard, Normalisation, register
 from ..weights import WeightsError, unwrap_state_dict
 from . import msm_mae, register_family
-from .base import Backbone, Family, Tiling
+from .base import Backbone, Family, Tiling, length_mask
 
-__all__ = ["M2DEncoder", "convert_state_dict", "load_weights", "parse_run_name", "DEFAULT_NORM_STATS"]
+__all__ = ["M2DEncoder", "convert_state_dict", "load_state", "parse_run_name", "DEFAULT_NORM_STATS"]
 
 #: the statistics the original assumes for checkpoints that store none (the 2022 models)
 DEFAULT_NORM_STATS = (-7.1, 4.2)
@@ -154,7 +154,7 @@ class M2DEncoder(Backbone):
         cols = torch.div(real + pt - 1, pt, rounding_mode="floor").reshape(B * n)
         if bool((cols >= w).all()):
             return None
-        valid = torch.arange(w, device=device).view(1, w) < cols.view(-1, 1)
+        valid = length_mask(cols, w)
         keys = torch.cat([valid.new_ones(B * n, 1), valid.repeat(1, self.grid[0])], dim=1)
         return keys[:, None, None, :]
 
@@ -216,11 +216,11 @@ def _run_name(path: Path) -> Optional[str]:
     return next((c for c in candidates if parse_run_name(c) is not None), None)
 
 
-def load_weights(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+def load_state(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     """The encoder's weights from an official release: the ``.zip``, the run folder (its newest
     ``checkpoint-*.pth``), the ``.pth`` itself, or encoder-only weights (see :func:`convert_state_dict`)."""
     path = Path(path)
-    state = msm_mae.load_weights(path, convert=convert_state_dict)
+    state = msm_mae.load_state(path, convert=convert_state_dict)
     run = _run_name(path)
     if run is not None and "pos_embed" in state and "patch_embed.proj.weight" in state:
         (n_mels, frames), (pf, pt), sr, _ = parse_run_name(run)
@@ -234,7 +234,7 @@ def load_weights(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     return state
 
 
-register_family(Family("m2d", build_frontend=LogMelSpectrogram, build_network=M2DEncoder, load_state=load_weights))
+register_family(Family("m2d", build_frontend=LogMelSpectrogram, build_network=M2DEncoder, load_state=load_state))
 
 
 # ---- the cards -------------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from ..weights import load_checkpoint, unwrap_state_dict
 from . import register_family
 from .base import Backbone, Family, Tiling
 
-__all__ = ["MSMMAEEncoder", "convert_state_dict", "load_weights",
+__all__ = ["MSMMAEEncoder", "convert_state_dict", "load_state",
            "sincos_pos_embed_2d"]
 
 
@@ -194,7 +194,7 @@ def _epoch(p: Path) -> int:
     return int(m.group(1)) if m else -1
 
 
-def load_weights(path: Union[str, Path], convert: Callable[[Mapping], Dict[str, torch.Tensor]] = convert_state_dict
+def load_state(path: Union[str, Path], convert: Callable[[Mapping], Dict[str, torch.Tensor]] = convert_state_dict
                  ) -> Dict[str, torch.Tensor]:
     """Read the encoder's weights from an official release: the ``.pth`` checkpoint itself, the
     release folder holding ``checkpoint-*.pth``, or the release ``.zip`` of that folder (the
@@ -221,7 +221,7 @@ def load_weights(path: Union[str, Path], convert: Callable[[Mapping], Dict[str, 
 
 
 register_family(Family("msm_mae", build_frontend=LogMelSpectrogram, build_network=MSMMAEEncoder,
-                       load_state=load_weights))
+                       load_state=load_state))
 
 
 # ---- the cards ---------------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from ..frontends.panns import PANNsLogMel
 from ..registry import ModelCard, Normalisation, register
 from ..weights import load_checkpoint, select_tensors
 from . import register_family
-from .base import Backbone, Family, LayerOutputs, Tiling
+from .base import Backbone, Family, LayerOutputs, Tiling, length_mask
 
 __all__ = ["Cnn14", "convert_state_dict", "load_state"]
 
@@ -75,19 +75,12 @@ class ConvBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
 
 
-def _mask(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-    """Zero time steps (axis 2) of ``x`` [B, C, T, F] at or beyond ``lengths`` [B]."""
+def _zero_past_length(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x`` [B, C, T, F] with time steps (axis 2) at or beyond ``lengths`` [B] zeroed."""
     if lengths is None:
         return x
-    keep = torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None]
+    keep = length_mask(lengths.to(x.device), x.shape[2])
     return x * keep[:, None, :, None].to(x.dtype)
-
-
-def _time_mask(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """``[B, 1, T]`` True at each row's own steps of ``x`` [B, C, T] (None without lengths)."""
-    if lengths is None:
-        return None
-    return (torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None])[:, None, :]
 
 
 class Cnn14(Backbone):
@@ -124,13 +117,13 @@ class Cnn14(Backbone):
         x = self.bn0(x.transpose(1, 3)).transpose(1, 3)                        # BatchNorm over the mel bands
         for i in range(1, len(_WIDTHS) + 1):
             blk = getattr(self, f"conv_block{i}")
-            x = F.relu(blk.bn1(blk.conv1(_mask(x, lengths))))
-            x = F.relu(blk.bn2(blk.conv2(_mask(x, lengths))))
+            x = F.relu(blk.bn1(blk.conv1(_zero_past_length(x, lengths))))
+            x = F.relu(blk.bn2(blk.conv2(_zero_past_length(x, lengths))))
             if i < len(_WIDTHS):
                 x = F.avg_pool2d(x, kernel_size=2)
                 if lengths is not None:
                     lengths = torch.div(lengths, 2, rounding_mode="floor")
-            x = _mask(x, lengths)
+            x = _zero_past_length(x, lengths)
             yield i, x, lengths
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> LayerOutputs:
@@ -142,7 +135,7 @@ class Cnn14(Backbone):
             clips[f"conv_block{i}"] = f.mean(dim=2) if lens is None else \
                 f.sum(dim=2) / lens.to(f.dtype)[:, None]
             last = f
-        keep = _time_mask(last, lens)
+        keep = None if lens is None else length_mask(lens.to(last.device), last.shape[-1])[:, None, :]
         neg = last if keep is None else last.masked_fill(~keep, float("-inf"))
         # the clip: the original's maximum plus mean over time (the row's own steps), fc1 + ReLU
         clip = neg.amax(dim=2) + clips[f"conv_block{len(_WIDTHS)}"]

@@ -83,7 +83,7 @@ from ..weights import unwrap_state_dict
 from . import register_family
 from .base import Backbone, Family, Tiling
 
-__all__ = ["VGGish", "LayerOutputs", "convert_state_dict", "load_weights",
+__all__ = ["VGGish", "LayerOutputs", "convert_state_dict", "load_state",
            "load_pca_params", "enable_postprocessor", "disable_postprocessor", "LAYER_NAMES", "PCA_WEIGHTS_KEY"]
 
 # the conv stack as one Sequential: channels of each conv, "M" for a 2x2 max pool
@@ -172,10 +172,6 @@ class VGGish(Backbone):
         return (n_frames // self.example_frames) * self.steps_per_example(layer)
 
     # ---- postprocessor ----------------------------------------------------------------------
-    @property
-    def postprocessor_enabled(self) -> bool:
-        return self._pca is not None
-
     def set_postprocessor(self, eigen_vectors, means) -> None:
         """Switch the postprocessor on with PCA ``eigen_vectors`` [128, 128] (rows = output dims) and
         ``means`` [128]; adds the layer ``postprocessed``."""
@@ -367,7 +363,7 @@ def _is_tf_checkpoint(path: Path) -> bool:
             or (path.is_dir() and any(path.glob("*.ckpt*"))))
 
 
-def load_weights(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
+def load_state(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
     """A VGGish weights file -> our state dict: a PyTorch checkpoint (read with ``weights_only=True``)
     or an ``.npz`` of TF variables (read without pickle)."""
     from ..weights import WeightsError, load_checkpoint
@@ -465,7 +461,7 @@ def disable_postprocessor(model) -> None:
     _network_of(model).clear_postprocessor()
 
 
-register_family(Family("vggish", build_frontend=VGGishLogMel, build_network=VGGish, load_state=load_weights))
+register_family(Family("vggish", build_frontend=VGGishLogMel, build_network=VGGish, load_state=load_state))
 
 
 # ---- the cards ---------------------------------------------------------------------------------------------------
