@@ -15,7 +15,7 @@ import torch
 import audio_repr
 from audio_repr.frontends.clap import ClapLogMel
 from audio_repr.inference.encoder import Encoder
-from audio_repr.inference.loader import _load_state
+from audio_repr.inference.loader import _apply_state
 from audio_repr.models.clap import BpeTokenizer, ClapNet, convert_state_dict, load_state
 
 import reference_clap
@@ -87,7 +87,7 @@ def small_encoder(ckpt, tok_files) -> Encoder:
     card = audio_repr.get_card("laion-clap-htsat")
     card = dataclasses.replace(card, arch=dict(card.arch, text=SMALL_TEXT))
     net = ClapNet(**card.arch)
-    _load_state(net, load_state(ckpt), ckpt, card.name)
+    _apply_state(net, load_state(ckpt), ckpt, card.name)
     net.set_tokenizer_files(*tok_files)
     return Encoder(card, ClapLogMel(**card.frontend), net).eval()
 

@@ -86,7 +86,7 @@ def small_encoder(variant, model, path, normalize=None):
     card = dataclasses.replace(card, arch=arch, frontend=fe, default_layer=f"layer{arch['depth']}",
                                fusion_layers=("layer1", f"layer{arch['depth']}"))
     net = W.Wav2Vec2Net(**arch)
-    audio_repr.inference.loader._load_state(net, W.load_state(path), path, card.name)
+    audio_repr.inference.loader._apply_state(net, W.load_state(path), path, card.name)
     return Encoder(card, Waveform(**fe), net).eval()
 
 

@@ -56,7 +56,7 @@ def small_encoder(path, n_mels=80):
                 heads=SMALL["encoder_attention_heads"], ffn=SMALL["encoder_ffn_dim"])
     card = dataclasses.replace(card, arch=arch, default_layer="layer2", fusion_layers=("layer1", "layer2"))
     net = Wh.WhisperEncoderNet(**arch)
-    audio_repr.inference.loader._load_state(net, Wh.load_state(path), path, card.name)
+    audio_repr.inference.loader._apply_state(net, Wh.load_state(path), path, card.name)
     return Encoder(card, Waveform(center=True), net).eval()
 
 

@@ -55,7 +55,7 @@ from ..layers.vit import Attention, Mlp
 from ..registry import ModelCard, Normalisation, register
 from ..weights import WeightsError, load_checkpoint, unwrap_state_dict
 from . import register_family
-from .base import Backbone, Family, LayerOutputs, Tiling
+from .base import Backbone, Family, LayerOutputs, Tiling, length_mask
 
 __all__ = ["AudioTransformer", "DashengNet", "arch_from_config", "convert_checkpoint", "load_state",
            "CONFIG_DEFAULTS", "FRONTEND"]
@@ -176,7 +176,7 @@ class AudioTransformer(Backbone):
             starts = torch.arange(n, device=x.device) * w
             real = (torch.tensor(patches, device=x.device).view(B, 1) - starts.view(1, n)).clamp(0, w).reshape(-1)
             real = torch.where(real == 0, torch.full_like(real, w), real)     # a chunk of padding only: unused
-            valid = torch.arange(w, device=x.device).view(1, w) < real.view(-1, 1)
+            valid = length_mask(real, w)
             mask = valid.repeat(1, Fp)[:, None, None, :]
         return tok, mask, n, w, patches
 
@@ -186,7 +186,7 @@ class AudioTransformer(Backbone):
         meaningful."""
         B = x.shape[0]
         h, mask, n, w, patches = self.tokens(x, lengths)
-        P, Fp, D = max(patches), self.freq_patches, self.embed_dim
+        P, Fp = max(patches), self.freq_patches
 
         def frames(t: torch.Tensor) -> torch.Tensor:                     # [B*n, F'*w, C] -> [B, P, C]
             C = t.shape[-1]

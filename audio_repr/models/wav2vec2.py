@@ -64,7 +64,7 @@ from ..layers.relpos import GatedRelPosAttention
 from ..registry import ModelCard, Normalisation, register
 from ..weights import WeightsError, load_checkpoint, unwrap_state_dict
 from . import register_family
-from .base import Backbone, Family, Tiling
+from .base import Backbone, Family, Tiling, length_mask
 
 __all__ = ["Wav2Vec2Net", "convert_state_dict", "load_state", "conv_out_length", "masked_group_norm"]
 
@@ -84,7 +84,7 @@ def masked_group_norm(x: torch.Tensor, lengths: torch.Tensor, norm: nn.GroupNorm
     """``nn.GroupNorm(C, C)`` (one group per channel: each channel normalised over time) of ``x [B, C, T]``
     with each row's statistics over its first ``lengths[b]`` steps only (biased variance, ``norm.eps``)."""
     B, C, T = x.shape
-    valid = (torch.arange(T, device=x.device)[None] < lengths[:, None]).to(x.dtype)[:, None, :]   # [B, 1, T]
+    valid = length_mask(lengths, T).to(x.dtype)[:, None, :]   # [B, 1, T]
     count = lengths.clamp(min=1).to(x.dtype)[:, None, None]
     mean = (x * valid).sum(dim=-1, keepdim=True) / count
     var = ((x - mean).square() * valid).sum(dim=-1, keepdim=True) / count
@@ -326,7 +326,7 @@ class Wav2Vec2Net(Backbone):
         T = feats.shape[1]
         n_out = torch.tensor([conv_out_length(int(n), fe.kernels, fe.strides) for n in lengths.tolist()],
                              device=x.device)
-        key_mask = torch.arange(T, device=x.device)[None] < n_out[:, None]        # [B, T]
+        key_mask = length_mask(n_out, T)                                          # [B, T]
         valid = key_mask[..., None].to(feats.dtype)
         outs: Dict[str, torch.Tensor] = OrderedDict(features=feats)
         h = self.feature_projection(feats)

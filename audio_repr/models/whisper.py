@@ -48,7 +48,7 @@ from ..frontends.whisper import WINDOW_FRAMES, WINDOW_SAMPLES, WhisperLogMel
 from ..registry import ModelCard, Normalisation, register
 from ..weights import WeightsError, unwrap_state_dict
 from . import register_family
-from .base import Backbone, Family, Tiling
+from .base import Backbone, Family, Tiling, length_mask
 from .wav2vec2 import load_hf_folder
 
 __all__ = ["WhisperEncoderNet", "convert_state_dict", "load_state", "sinusoids", "HOP"]
@@ -157,8 +157,7 @@ class WhisperEncoderNet(Backbone):
         K = max(1, -(-max(lens + [1]) // WINDOW_SAMPLES))
         wav = x[:, 0].float()
         # zeros past each clip's end (the original pads with zeros), then K windows of 30 s per row
-        t = torch.arange(N, device=x.device)
-        wav = wav * (t[None] < torch.tensor(lens, device=x.device)[:, None]).to(wav.dtype)
+        wav = wav * length_mask(torch.tensor(lens, device=x.device), N).to(wav.dtype)
         wav = F.pad(wav, (0, K * WINDOW_SAMPLES - N)) if N < K * WINDOW_SAMPLES else wav[:, : K * WINDOW_SAMPLES]
         windows = wav.reshape(B * K, WINDOW_SAMPLES)
         mel = self.mel(windows)
