@@ -69,3 +69,28 @@ assert calls and calls[-1] is None and all(b is not None for b in calls[:-1]), c
 print(f)
 """
     assert _faults(script) < 60000
+
+
+@pytest.mark.parametrize("name", ["ast-audioset", "m2d-vit-base"])
+def test_transformer_cpu_batches_by_frames(name):
+    """The card's CPU frame budget (issue 29): AST one 1024-frame window per batch (every window costs a full one),
+    M2D 16 full units, many more short clips; on another device the fixed count of 16 as before."""
+    import torch
+
+    import audio_repr
+
+    enc = audio_repr.load(name, pretrained=False)
+
+    def sizes(seconds, n):
+        pieces = [p for i in range(n) for p in enc._pieces(i, enc.frontend.frames_for(int(16000 * seconds)))]
+        return [len(b) for b in enc._batches(pieces, None)]
+
+    long, short = sizes(10, 32), sizes(1, 128)
+    assert enc.batch_budget() == enc.card.cpu_batch_frames
+    if name.startswith("ast"):
+        assert max(long) == max(short) == 1 and enc.default_batch_size() == 1
+    else:
+        assert long[0] == 16 and min(short[:-1]) > 16 and enc.default_batch_size() == 16   # full units: 16
+    assert [len(b) for b in enc._batches(enc._pieces(0, 5000), 3)][0] == 3     # an explicit batch_size wins
+    enc.to("meta")                                         # not a CPU (as a GPU): no frame budget, 16 pieces
+    assert enc.batch_budget() is None and enc.default_batch_size() == 16
