@@ -11,8 +11,8 @@ and its front end states (``audio_repr.frontends.FrontEnd``).
   equals the whole-clip computation; or the model's own independent windows), and compute per-clip
   statistics where the normalisation asks for them;
 * **run** — pieces of all clips, longest first, in batches of ``batch_size``: features, normalisation, the
-  backbone, the selected layers cut to each piece's own steps and fused; progress after every batch, the heap
-  given back between the batches of long inputs;
+  backbone, the selected layers cut to each piece's own steps and fused; progress after every batch; on a CPU
+  glibc's malloc thresholds fixed once per process, a long input's heap trimmed only past a bound and at its end;
 * **assemble** — each clip's pieces in order, timestamps from one frame grid, the clip embedding from the
   backbone's pooling rule.
 """
