@@ -12,6 +12,13 @@ the model's rate, mono, unless --memory-sr / --memory-channels say otherwise) in
     python benchmarks/bench_models.py --models byola-v1-512 byola-v2-2048 --clips 32 \
         --json benchmarks/results.json --markdown docs/benchmarks.md
 
+With ``--rounds N`` (issue 29) instead: per model and clip length (``--lengths 10 1``), ``embed`` at the default
+batch, at batch 1, at the old default (``--before-batch 16``) and the original per-clip code, interleaved for N
+rounds; the median seconds with their spread, the median minor page faults (``ru_minflt``) and the per-round ratios.
+
+    python benchmarks/bench_models.py --models ast-audioset msm-mae-80x208 m2d-vit-base --rounds 5 \
+        --lengths 10 1 --clips 4 --scale-clips --json benchmarks/results/cpu_transformers_issue29.json
+
 Random weights are used (speed does not depend on them). Never run as a test.
 """
 
