@@ -12,6 +12,13 @@ the model's rate, mono, unless --memory-sr / --memory-channels say otherwise) in
     python benchmarks/bench_models.py --models byola-v1-512 byola-v2-2048 --clips 32 \
         --json benchmarks/results.json --markdown docs/benchmarks.md
 
+With ``--rounds N`` (issue 29) instead: per model and clip length (``--lengths 10 1``), ``embed`` at the default
+batch, at batch 1, at the old default (``--before-batch 16``) and the original per-clip code, interleaved for N
+rounds; the median seconds with their spread, the median minor page faults (``ru_minflt``) and the per-round ratios.
+
+    python benchmarks/bench_models.py --models ast-audioset msm-mae-80x208 m2d-vit-base --rounds 5 \
+        --lengths 10 1 --clips 4 --scale-clips --json benchmarks/results/cpu_transformers_issue29.json
+
 Random weights are used (speed does not depend on them). Never run as a test.
 """
 
@@ -397,6 +404,77 @@ def bench_model(name, args):
     return rows
 
 
+def _run_counted(fn):
+    """(wall seconds, minor page faults) of one call of ``fn`` in this process."""
+    import resource
+
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t = time.perf_counter()
+    fn()
+    dt = time.perf_counter() - t
+    return dt, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
+
+
+def _median(v):
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def bench_interleaved(name, args):
+    """Issue 29's rows: per clip length in ``args.lengths``, ``embed`` at the default batch, at batch 1, at the
+    batch the default was before (``--before-batch``: 16 pieces) and the original's per-clip code, run A, B, C,
+    D, A, B, ... for ``args.rounds`` rounds (after one warm-up round) so the machine's load hits every side
+    alike; each row: the median seconds, their spread (max - min), the median minor page faults
+    (``ru_minflt``, which the load does not move) and the medians of the per-round ratios."""
+    enc, peer_name, make_peer = load_with_peer(name, args.device)
+    sr = enc.sample_rate
+    rows = []
+    for seconds in args.lengths:
+        g = torch.Generator().manual_seed(0)
+        n = max(1, round(args.clips * 10 / seconds)) if args.scale_clips else args.clips
+        clips = [(0.1 * torch.randn(int(sr * seconds), generator=g)).to(args.device) for _ in range(n)]
+        sides = {"default": lambda: enc.embed(clips, sr=sr),
+                 "1": lambda: enc.embed(clips, sr=sr, batch_size=1),
+                 f"{args.before_batch} (before)": lambda: enc.embed(clips, sr=sr, batch_size=args.before_batch),
+                 "original": make_peer(clips)}
+        times = {k: [] for k in sides}
+        faults = {k: [] for k in sides}
+        for r in range(args.rounds + 1):
+            for k, fn in sides.items():
+                dt, f = _run_counted(fn)
+                if r:                                     # round 0 warms every side up
+                    times[k].append(dt)
+                    faults[k].append(f)
+        audio_s = n * seconds
+        for k in sides:
+            t = times[k]
+            rows.append({"model": name, "clip_s": seconds, "clips": n, "batch": k,
+                         "default_batch": enc.default_batch_size() if k == "default" else None,
+                         "budget_frames": enc.batch_budget(), "seconds_median": _median(t),
+                         "seconds_spread": max(t) - min(t), "audio_s_per_s": audio_s / _median(t),
+                         "minor_faults_median": _median(faults[k]),
+                         "vs_batch1": _median([a / b for a, b in zip(times["1"], t)]),
+                         "vs_original": _median([a / b for a, b in zip(times["original"], t)]),
+                         "original": peer_name, "rounds": args.rounds, "load": os.getloadavg()[0]})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def markdown_interleaved(rows):
+    lines = ["| model | clips | batch | audio s / s (median, spread) | minor faults | vs batch 1 | vs original |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t, sp = r["seconds_median"], r["seconds_spread"]
+        batch = r["batch"] if r["batch"] != "default" else (
+            f"default ({r['default_batch']} full)" if r["budget_frames"] is None
+            else f"default ({r['budget_frames']} frames)")
+        lines.append(f"| {r['model']} | {r['clips']} x {r['clip_s']:g} s | {batch} | "
+                     f"{r['clips'] * r['clip_s'] / t:.1f} ({t:.2f} s ±{sp / 2:.2f}) | {r['minor_faults_median']:,.0f} | "
+                     f"{r['vs_batch1']:.2f}x | {r['vs_original']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(results, meta):
     lines = ["# Benchmarks", "",
              f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['threads']} threads; device {meta['device']}.",
@@ -433,6 +511,12 @@ def main(argv=None):
     p.add_argument("--json", default=None)
     p.add_argument("--markdown", default=None, help="append the table to this file (docs/benchmarks.md)")
     p.add_argument("--memory-only", action="store_true", help="only the long-file memory measurement")
+    p.add_argument("--rounds", type=int, default=0, help="issue 29's interleaved rows instead: default batch vs "
+                   "batch 1 vs --before-batch vs the original, median of this many rounds with the spread and faults")
+    p.add_argument("--lengths", nargs="+", type=float, default=[10.0, 1.0], help="clip lengths of --rounds (s)")
+    p.add_argument("--before-batch", type=int, default=16, help="the default batch before issue 29 (--rounds)")
+    p.add_argument("--scale-clips", action="store_true",
+                   help="--rounds: --clips 10-s clips' worth of audio at every length (more short clips)")
     p.add_argument("--peer-python", default=None, help="a Python with the original dasheng package and torchaudio "
                    "(Dasheng's and CED's peers; see tests/make_golden_dasheng.py)")
     p.add_argument("--ced-checkout", default=None, help="a checkout of RicherMans/CED (its models/ folder), for CED")
@@ -449,6 +533,16 @@ def main(argv=None):
         if args.json:
             Path(args.json).write_text(json.dumps({"command": "python " + " ".join(
                 [os.path.relpath(__file__, ROOT)] + (argv or sys.argv[1:])), "results": results}, indent=2))
+        return 0
+    if args.rounds:
+        for name in args.models:
+            results.extend(bench_interleaved(name, args))
+        meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                "torch": torch.__version__, "threads": torch.get_num_threads(), "device": args.device,
+                "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + (argv or sys.argv[1:]))}
+        if args.json:
+            Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+        print(markdown_interleaved(results))
         return 0
     for name in args.models:
         rows = bench_model(name, args)

@@ -375,6 +375,10 @@ def _ast_card(name, description, stride, weights, max_frames=1024, short="pad", 
         default_layer="block12", fusion_layers=("block5", "block12"),
         licence=_AST_LICENCE, citation=_AST_CITE, paper="https://arxiv.org/abs/2104.01778",
         published=published or {},
+        # on a CPU four 1024-frame windows per batch (issue 29: with the heap policy batch 4 of 10-s clips ran 1.15x
+        # one at a time and 1.18x the transformers pipeline; batch 16 had run 0.94x before it, the element-wise
+        # ops on its large activations; a padded window costs a full one, so short clips batch no wider)
+        cpu_batch_frames=4096,
     )
 
 

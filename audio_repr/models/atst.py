@@ -262,4 +262,5 @@ register(ModelCard(
     fusion_layers=tuple(f"block{i + 1}" for i in range(12)),      # the original's N_BLOCKS = 12 concatenation
     licence=_LICENCE, citation=_CITE, paper="https://arxiv.org/abs/2306.04186",
     published={"EVAR avg (linear)": 79.9},
+    cpu_batch_frames=16384,          # on a CPU 16 ~1000-frame windows per batch, more of shorter clips (issue 29)
 ))

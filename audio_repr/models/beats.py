@@ -454,4 +454,5 @@ for _name, _file, _what, _ft, _scores in [
         weights=_file, default_layer="block12", fusion_layers=("block7", "block12"),
         licence=_LICENCE, citation=_CITE, paper="https://arxiv.org/abs/2212.09058",
         published=_scores, labels="audioset" if _ft else None,
+        cpu_batch_frames=16384,          # on a CPU 16 ~1000-frame windows per batch, more of shorter clips (issue 29)
     ))

@@ -128,4 +128,5 @@ for _name, _file, _dim, _heads, _params, _map, _as20k in [
         weights=_file, default_layer="output", fusion_layers=("block7", "output"),
         licence=_LICENCE, citation=_CITE, paper="https://arxiv.org/abs/2308.11957",
         published={"AudioSet mAP": _map, "AS-20K mAP": _as20k}, labels="audioset",
+        cpu_batch_frames=16384,          # on a CPU 16 ~1000-frame windows per batch, more of shorter clips (issue 29)
     ))

@@ -428,4 +428,5 @@ for _name, _file, _dim, _depth, _heads, _params, _scores in [
         licence=_LICENCE, citation=_CITE, paper="https://arxiv.org/abs/2406.06992",
         # the original reads 16 kHz audio as given (torchaudio.load; its README asks for 16 kHz input)
         published=_scores,
+        cpu_batch_frames=16384,          # on a CPU 16 ~1000-frame windows per batch, more of shorter clips (issue 29)
     ))

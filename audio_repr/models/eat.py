@@ -329,4 +329,5 @@ for _name, _file, _what, _arch, _lic, _cite, _paper, _scores in [
         weights=_file, default_layer=f"block{_d}",
         fusion_layers=(f"block{(_d * 7 + 11) // 12}", f"block{_d}"),
         licence=_lic, citation=_cite, paper=_paper, published=_scores,
+        cpu_batch_frames=16384,          # on a CPU 16 ~1000-frame windows per batch, more of shorter clips (issue 29)
     ))

@@ -284,4 +284,5 @@ for _name, _run, _unit, _patch, _what, _cite, _paper, _scores in [
         # the original's audio pipeline is librosa.load(sr=16000) (wav_to_lms.py; EVAR's converter: librosa.resample)
         resampler="kaiser_best_librosa",
         published=_scores,
+        cpu_batch_frames=16 * _unit,     # on a CPU 16 full units per batch, more of a shorter clip (issue 29)
     ))

@@ -258,4 +258,5 @@ for _name, _unit, _release, _scores in [
         fusion_layers=("block7", "output"),
         licence=_MSM_LICENCE, citation=_MSM_CITE, paper="https://proceedings.mlr.press/v166/niizumi22a.html",
         published=dict(zip(_MSM_TASKS, _scores)),
+        cpu_batch_frames=16 * _unit,     # 16 units per batch on a CPU (a 10-s clip's 5 units together; issue 29)
     ))
