@@ -127,8 +127,9 @@ def get_card(name: str) -> ModelCard:
     if name in reg:
         return reg[name]
     key = name.lower().replace("_", "-")
-    if key in reg:
-        return reg[key]
+    for k in (key, key.replace(".", "")):      # dasheng-0.6b: the paper's spelling of dasheng-06b
+        if k in reg:
+            return reg[k]
     close = difflib.get_close_matches(key, list(reg), n=4, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UnknownModelError(f"unknown model {name!r}.{hint} Available: {', '.join(list_models())}")

@@ -240,3 +240,10 @@ def test_sizes_on_the_meta_device(name, dim, depth, params):
     card = audio_repr.get_card(name)
     assert card.fusion_layers[1] == "output" and card.fusion_layers[0] in table
     assert card.weights.endswith(".pt") and "Apache-2.0" in card.licence
+
+
+def test_the_papers_spellings_name_the_models():
+    """``dasheng-0.6b`` / ``dasheng-1.2b`` (the issue's and paper's spelling) name ``dasheng-06b`` / ``dasheng-12b``
+    (a HEAR module name cannot hold a dot)."""
+    assert audio_repr.get_card("dasheng-0.6b").name == "dasheng-06b"
+    assert audio_repr.get_card("Dasheng_1.2B").name == "dasheng-12b"
