@@ -51,6 +51,7 @@ def original_module():
         m = types.ModuleType(pkg)
         m.__path__ = [str(root)]
         sys.modules[pkg] = m
+    placed = []
     try:
         import torchvision.ops.misc  # noqa: F401
     except ImportError:
@@ -59,9 +60,15 @@ def original_module():
         misc = types.ModuleType("torchvision.ops.misc")
         misc.FrozenBatchNorm2d = type("FrozenBatchNorm2d", (torch.nn.Module,), {})
         tv.ops, ops.misc = ops, misc
-        for name, mod in (("torchvision", tv), ("torchvision.ops", ops), ("torchvision.ops.misc", misc)):
-            sys.modules.setdefault(name, mod)
-    mod = importlib.import_module(f"{pkg}.model")
+        for name, m in (("torchvision", tv), ("torchvision.ops", ops), ("torchvision.ops.misc", misc)):
+            if name not in sys.modules:
+                sys.modules[name] = m
+                placed.append(name)
+    try:
+        mod = importlib.import_module(f"{pkg}.model")
+    finally:   # the placeholder only while the model code imports: other packages probe for torchvision later
+        for name in placed:
+            sys.modules.pop(name, None)
     _CACHE["model"] = mod
     return mod
 
