@@ -51,16 +51,7 @@ class DecibelMelSpectrogram(LogMelSpectrogram):
         """dB frames ``start..stop-1`` of edge-padded waveforms ``padded`` [B, M], without the floor."""
         if stop <= start:
             return self._no_frames(padded)
-        seg = self._span(padded, start, stop)
-        spec = torch.stft(seg.float(), self.n_fft, hop_length=self.hop_length, win_length=self.n_fft,
-                          window=self.window, center=False, return_complex=True)
-        if self.power == 2.0:
-            mag = spec.real.square() + spec.imag.square()
-        elif self.power == 1.0:
-            mag = spec.abs()
-        else:
-            mag = spec.abs().pow(self.power)
-        mel = torch.matmul(mag.transpose(-1, -2), self.fb).transpose(-1, -2)
+        mel = self.mel_frames(padded, start, stop)
         # AmplitudeToDB's multiplier: 10 for power, 20 for magnitude; reference 1 (no offset)
         return (10.0 if self.power == 2.0 else 20.0) * torch.log10(torch.clamp(mel, min=self.amin))
 

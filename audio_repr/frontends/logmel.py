@@ -76,6 +76,12 @@ class LogMelSpectrogram(FrontEnd):
         """Log-mel frames ``start..stop-1`` of edge-padded waveforms ``padded`` [B, M]."""
         if stop <= start:
             return self._no_frames(padded)
+        return torch.log(self.mel_frames(padded, start, stop) + self.eps)
+
+    def mel_frames(self, padded: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """The mel spectrogram (``|STFT|^power`` through the filterbank, before any log) of frames
+        ``start..stop-1`` (``stop > start``) of edge-padded waveforms ``padded`` [B, M]: [B, n_mels, frames]. The
+        one STFT-and-filterbank step of this front end and the ones built on it (dB mel, ATST's)."""
         seg = self._span(padded, start, stop)
         spec = torch.stft(seg.float(), self.n_fft, hop_length=self.hop_length, win_length=self.n_fft,
                           window=self.window, center=False, return_complex=True)
@@ -85,6 +91,5 @@ class LogMelSpectrogram(FrontEnd):
             mag = spec.abs()
         else:
             mag = spec.abs().pow(self.power)
-        mel = torch.matmul(mag.transpose(-1, -2), self.fb).transpose(-1, -2)
-        return torch.log(mel + self.eps)
+        return torch.matmul(mag.transpose(-1, -2), self.fb).transpose(-1, -2)
 

@@ -76,13 +76,7 @@ class ATSTLogMel(LogMelSpectrogram):
     def window_frames(self, padded: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         if stop <= start:
             return self._no_frames(padded)
-        seg = self._span(padded, start, stop)
-        spec = torch.stft(seg.float(), self.n_fft, hop_length=self.hop_length, win_length=self.n_fft,
-                          window=self.window, center=False, return_complex=True)
-        power = spec.real.square() + spec.imag.square()
-        if self.power != 2.0:
-            power = power.pow(self.power / 2.0)
-        mel = torch.matmul(power.transpose(-1, -2), self.fb).transpose(-1, -2)
+        mel = self.mel_frames(padded, start, stop)         # power 2 (the card): re^2 + im^2, as torchaudio
         return 10.0 * torch.log10(torch.clamp(mel, min=self.amin))
 
 
