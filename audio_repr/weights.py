@@ -139,20 +139,21 @@ def is_offline() -> bool:
             or os.environ.get("HF_HUB_OFFLINE", "").lower() in truthy)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def _file_digest(path: Path, algorithm: str, chunk: int = 1 << 20) -> str:
+    """The hex digest of a file's bytes, read in blocks of ``chunk`` bytes."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    return _file_digest(path, "sha256", chunk)
 
 
 def md5_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+    return _file_digest(path, "md5", chunk)
 
 
 def _digest_problem(got: str, entry: Dict[str, Any], got_md5: Optional[str] = None) -> Optional[str]:
