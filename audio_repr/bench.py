@@ -369,29 +369,14 @@ def probe_task(features: Callable[[Optional[int]], np.ndarray], task: Task, *, p
     task's row order (called once with ``None`` for one fixed network, once per seed with ``per_seed_features``,
     the random-init twins). The same splits, checks, holdout and probes as :func:`~audio_repr.evaluate.evaluate`,
     so the numbers are that function's. -> :class:`~audio_repr.evaluate.EvalResult`."""
-    from .evaluate import (VALID_FRACTION, EvalResult, SmallDataWarning, _check_splits, _holdout, linear_probe,
-                           logistic_probe)
+    from .evaluate import EvalResult, SmallDataWarning, _check_splits, probe_splits
 
     splits, y, classes = _splits(task)
     notes = _check_splits(splits, y, classes, holdout=probe == "evar")
     for message in notes:
         warnings.warn(message, SmallDataWarning, stacklevel=2)
-    per_seed: Dict[str, List[float]] = {n: [] for n, *_ in splits}
-    X = None if per_seed_features else features(None)
+    per_seed, X = probe_splits(features, y, splits, seeds, probe, per_seed_features, probe_kwargs)
     deterministic = probe == "logistic" and not per_seed_features
-    fitted: Dict[str, float] = {}
-    for seed in seeds:
-        if per_seed_features:
-            X = features(seed)
-        for fold, tr, va, te in splits:
-            if probe == "logistic":
-                if fold not in fitted or not deterministic:
-                    fitted[fold] = logistic_probe(X[tr], y[tr], X[te], y[te], **probe_kwargs)
-                per_seed[fold].append(fitted[fold])
-                continue
-            tr_s, va_s = (tr, va) if va is not None else _holdout(tr, y[tr], VALID_FRACTION, seed)
-            per_seed[fold].append(linear_probe(X[tr_s], y[tr_s], X[va_s], y[va_s], X[te], y[te], seed=seed,
-                                               **probe_kwargs))
     folds = {k: float(np.mean(v)) for k, v in per_seed.items()}
     return EvalResult(model=name, folds=folds, per_seed=per_seed, seeds=list(seeds),
                       init="one random initialisation per seed" if per_seed_features else None, warnings=notes,

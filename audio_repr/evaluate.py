@@ -48,7 +48,7 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -487,6 +487,28 @@ def _linear_probe_split(X: np.ndarray, y: np.ndarray, tr, va, te, seed: int, pro
     return linear_probe(X[tr_s], y[tr_s], X[va_s], y[va_s], X[te], y[te], seed=seed, **probe_kwargs)
 
 
+def probe_splits(features: Callable[[Optional[int]], np.ndarray], y: np.ndarray, splits, seeds: Sequence[int],
+                 probe: str, per_seed_features: bool, probe_kwargs) -> Tuple[Dict[str, List[float]], np.ndarray]:
+    """Every seed's test accuracy on every split -> (``{fold: [accuracy per seed]}``, the last features).
+    ``features(None)``: the one feature matrix; with ``per_seed_features``, ``features(seed)``: that seed's (one
+    random network per seed). The logistic probe on fixed features is deterministic: fitted once per fold."""
+    per_seed: Dict[str, List[float]] = {fold: [] for fold, *_ in splits}
+    X = None if per_seed_features else features(None)
+    deterministic = probe == "logistic" and not per_seed_features
+    fitted: Dict[str, float] = {}       # the deterministic probe's one number per fold
+    for seed in seeds:
+        if per_seed_features:
+            X = features(seed)
+        for fold, tr, va, te in splits:
+            if probe == "logistic":
+                if fold not in fitted or not deterministic:
+                    fitted[fold] = logistic_probe(X[tr], y[tr], X[te], y[te], **probe_kwargs)
+                per_seed[fold].append(fitted[fold])
+            else:
+                per_seed[fold].append(_linear_probe_split(X, y, tr, va, te, seed, probe_kwargs))
+    return per_seed, X
+
+
 def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Optional[Path] = None,
              seeds: Sequence[int] = SEEDS, progress: bool = False, fold_column: Optional[str] = None,
              calibrate: bool = False, unit_sec: Optional[float] = None, probe: str = "evar",
@@ -527,23 +549,18 @@ def evaluate(encoder, csv_path, *, layers=None, batch_size: int = 32, cache: Opt
     notes = _check_splits(splits, y, classes, holdout=probe == "evar")
     for message in notes:
         warnings.warn(message, SmallDataWarning, stacklevel=2)
-    per_seed: Dict[str, List[float]] = {name: [] for name, *_ in splits}
-    X = None if per_seed_encoder else features(encoder)
-    name = getattr(encoder, "name", None)
+    names = [getattr(encoder, "name", None)]
+
+    def seed_features(seed: Optional[int]) -> np.ndarray:
+        if seed is None:
+            return features(encoder)
+        enc = encoder(seed)
+        names.append(enc.name)
+        return features(enc)
+
+    per_seed, X = probe_splits(seed_features, y, splits, seeds, probe, per_seed_encoder, probe_kwargs)
+    name = names[-1]
     deterministic = probe == "logistic" and not per_seed_encoder
-    fitted: Dict[str, float] = {}       # the deterministic probe's one number per fold
-    for seed in seeds:
-        if per_seed_encoder:
-            enc = encoder(seed)
-            name = enc.name
-            X = features(enc)
-        for fold, tr, va, te in splits:
-            if probe == "logistic":
-                if fold not in fitted or not deterministic:
-                    fitted[fold] = logistic_probe(X[tr], y[tr], X[te], y[te], **probe_kwargs)
-                per_seed[fold].append(fitted[fold])
-            else:
-                per_seed[fold].append(_linear_probe_split(X, y, tr, va, te, seed, probe_kwargs))
     folds = {k: float(np.mean(v)) for k, v in per_seed.items()}
     return EvalResult(model=name, folds=folds, per_seed=per_seed, seeds=list(seeds),
                       init="one random initialisation per seed" if per_seed_encoder else None, warnings=notes,
