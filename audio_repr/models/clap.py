@@ -30,7 +30,6 @@ mask buffers, ``position_ids``) are dropped.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -40,6 +39,7 @@ from torch import nn
 
 from ..frontends.clap import ClapLogMel
 from ..layers.htsat import HTSAT
+from ..layers.text import BpeTokenizer, Roberta
 from ..registry import ModelCard, Normalisation, register
 from ..weights import WeightsError, load_checkpoint, unwrap_state_dict
 from . import register_family
@@ -50,96 +50,6 @@ __all__ = ["ClapNet", "Roberta", "BpeTokenizer", "load_state", "WINDOW_FRAMES"]
 #: log-mel frames of one 10 s window at 48 kHz, hop 480 (centred STFT)
 WINDOW_FRAMES = 1001
 SILENCE_DB = -100.0          # 10 log10(amin = 1e-10): the log-mel of zeros
-
-
-# ---- RoBERTa -------------------------------------------------------------------------------------------------
-class _Layer(nn.Module):
-    """One post-LayerNorm BERT layer with the names of ``transformers``' ``RobertaLayer``."""
-
-    def __init__(self, d: int, heads: int, inner: int, eps: float):
-        super().__init__()
-        self.heads = heads
-        self.attention = nn.Module()
-        self.attention.self = nn.Module()
-        for n in ("query", "key", "value"):
-            setattr(self.attention.self, n, nn.Linear(d, d))
-        self.attention.output = nn.Module()
-        self.attention.output.dense = nn.Linear(d, d)
-        self.attention.output.LayerNorm = nn.LayerNorm(d, eps=eps)
-        self.intermediate = nn.Module()
-        self.intermediate.dense = nn.Linear(d, inner)
-        self.output = nn.Module()
-        self.output.dense = nn.Linear(inner, d)
-        self.output.LayerNorm = nn.LayerNorm(d, eps=eps)
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        B, T, D = x.shape
-        a = self.attention.self
-        q, k, v = (m(x).view(B, T, self.heads, D // self.heads).transpose(1, 2) for m in (a.query, a.key, a.value))
-        w = (q @ k.transpose(-1, -2)) / (D // self.heads) ** 0.5 + bias
-        ctx = (w.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
-        x = self.attention.output.LayerNorm(self.attention.output.dense(ctx) + x)
-        return self.output.LayerNorm(self.output.dense(F.gelu(self.intermediate.dense(x))) + x)
-
-
-class Roberta(nn.Module):
-    """RoBERTa's encoder and pooler (the names of ``transformers.RobertaModel``), ``pooler_output`` only."""
-
-    def __init__(self, vocab_size: int = 50265, hidden: int = 768, layers: int = 12, heads: int = 12,
-                 intermediate: int = 3072, max_positions: int = 514, type_vocab: int = 1, pad_id: int = 1,
-                 eps: float = 1e-5):
-        super().__init__()
-        self.pad_id = pad_id
-        self.embeddings = nn.Module()
-        self.embeddings.word_embeddings = nn.Embedding(vocab_size, hidden, padding_idx=pad_id)
-        self.embeddings.position_embeddings = nn.Embedding(max_positions, hidden, padding_idx=pad_id)
-        self.embeddings.token_type_embeddings = nn.Embedding(type_vocab, hidden)
-        self.embeddings.LayerNorm = nn.LayerNorm(hidden, eps=eps)
-        self.encoder = nn.Module()
-        self.encoder.layer = nn.ModuleList([_Layer(hidden, heads, intermediate, eps) for _ in range(layers)])
-        self.pooler = nn.Module()
-        self.pooler.dense = nn.Linear(hidden, hidden)
-
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        e = self.embeddings
-        keep = ids.ne(self.pad_id).long()
-        positions = torch.cumsum(keep, dim=1) * keep + self.pad_id       # RoBERTa's position ids
-        x = e.word_embeddings(ids) + e.position_embeddings(positions) + e.token_type_embeddings(torch.zeros_like(ids))
-        x = e.LayerNorm(x)
-        bias = (1.0 - mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
-        for layer in self.encoder.layer:
-            x = layer(x, bias)
-        return torch.tanh(self.pooler.dense(x[:, 0]))
-
-
-# ---- the tokenizer ------------------------------------------------------------------------------------------
-class BpeTokenizer:
-    """RoBERTa's byte-level BPE tokenizer (``RobertaTokenizer``) from its ``vocab.json`` and ``merges.txt``, with the
-    ``tokenizers`` package: ``<s> tokens </s>``, truncated to ``length`` and padded to it with ``<pad>``."""
-
-    def __init__(self, vocab: Path, merges: Path, length: int = 77):
-        try:
-            from tokenizers import Tokenizer, models, pre_tokenizers, processors
-        except ImportError as e:  # pragma: no cover - a dependency of the package
-            raise ImportError("text embeddings need the 'tokenizers' package (pip install tokenizers)") from e
-        with open(vocab, encoding="utf-8") as f:
-            table = json.load(f)
-        for special in ("<s>", "</s>", "<pad>"):
-            if special not in table:
-                raise WeightsError(f"{vocab}: not a RoBERTa vocabulary (no {special} token)")
-        tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges), unk_token="<unk>" if "<unk>" in table else None))
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.post_processor = processors.RobertaProcessing(("</s>", table["</s>"]), ("<s>", table["<s>"]),
-                                                          trim_offsets=True, add_prefix_space=False)
-        tok.enable_truncation(max_length=length)
-        tok.enable_padding(length=length, pad_id=table["<pad>"], pad_token="<pad>")
-        self.tokenizer, self.length, self.pad_id = tok, length, table["<pad>"]
-
-    def __call__(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer.encode_batch(list(texts))
-        ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
-        mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
-        return ids, mask
 
 
 def _mlp(d_in: int, d: int) -> nn.Sequential:
