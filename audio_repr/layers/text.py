@@ -1,12 +1,13 @@
-"""Text encoders of the audio-text models: the BERT/RoBERTa post-LayerNorm transformer (with the names of
-``transformers``' modules, so checkpoints load as saved) and the byte-level BPE tokenizer read from the files that
-come with the weights (``vocab.json`` + ``merges.txt``) with the ``tokenizers`` package."""
+"""Text encoders of the audio-text models: the BERT/RoBERTa post-LayerNorm transformer and GPT-2's pre-LayerNorm
+causal transformer (with the names of ``transformers``' modules, so checkpoints load as saved), and the byte-level
+BPE tokenizers (RoBERTa's, GPT-2's) read from the files that come with the weights (``vocab.json`` +
+``merges.txt``) with the ``tokenizers`` package."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +15,7 @@ from torch import nn
 
 from ..weights import WeightsError
 
-__all__ = ["Roberta", "BpeTokenizer"]
+__all__ = ["Roberta", "BpeTokenizer", "Gpt2", "Gpt2Tokenizer"]
 
 
 # ---- RoBERTa -------------------------------------------------------------------------------------------------
@@ -105,3 +106,99 @@ class BpeTokenizer:
         ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
         mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
         return ids, mask
+
+
+# ---- GPT-2 ---------------------------------------------------------------------------------------------------
+class Conv1D(nn.Module):
+    """GPT-2's "Conv1D": a linear map whose ``weight`` is stored ``[in, out]`` (the transpose of ``nn.Linear``'s)."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d_in, d_out))
+        self.bias = nn.Parameter(torch.zeros(d_out))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
+
+
+class _Gpt2Block(nn.Module):
+    """One pre-LayerNorm GPT-2 block with the names of ``transformers``' ``GPT2Block`` (causal attention, the
+    tanh-approximated GELU ``gelu_new``)."""
+
+    def __init__(self, d: int, heads: int, inner: int, eps: float):
+        super().__init__()
+        self.heads = heads
+        self.ln_1 = nn.LayerNorm(d, eps=eps)
+        self.attn = nn.Module()
+        self.attn.c_attn = Conv1D(d, 3 * d)
+        self.attn.c_proj = Conv1D(d, d)
+        self.ln_2 = nn.LayerNorm(d, eps=eps)
+        self.mlp = nn.Module()
+        self.mlp.c_fc = Conv1D(d, inner)
+        self.mlp.c_proj = Conv1D(inner, d)
+
+    def forward(self, x: torch.Tensor, causal: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.attn.c_attn(self.ln_1(x)).split(D, dim=-1)
+        q, k, v = (t.view(B, T, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
+        w = (q @ k.transpose(-1, -2)) / (D // self.heads) ** 0.5
+        w = w.masked_fill(~causal, torch.finfo(w.dtype).min)
+        x = x + self.attn.c_proj((w.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, T, D))
+        return x + self.mlp.c_proj(F.gelu(self.mlp.c_fc(self.ln_2(x)), approximate="tanh"))
+
+
+class Gpt2(nn.Module):
+    """GPT-2's transformer (the names of ``transformers.GPT2Model``: ``wte``, ``wpe``, ``h.N``, ``ln_f``); returns
+    the last hidden state ``[B, T, D]`` after ``ln_f``. Attention is causal, so a position's output depends on the
+    tokens up to it only: padding after a text never changes its tokens' outputs (no padding mask is needed)."""
+
+    def __init__(self, vocab_size: int = 50257, hidden: int = 768, layers: int = 12, heads: int = 12,
+                 max_positions: int = 1024, eps: float = 1e-5, inner: Optional[int] = None):
+        super().__init__()
+        self.max_positions = max_positions
+        self.wte = nn.Embedding(vocab_size, hidden)
+        self.wpe = nn.Embedding(max_positions, hidden)
+        self.h = nn.ModuleList([_Gpt2Block(hidden, heads, inner or 4 * hidden, eps) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(hidden, eps=eps)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        T = ids.shape[1]
+        if T > self.max_positions:
+            raise ValueError(f"GPT-2 reads at most {self.max_positions} tokens, got a text of {T}")
+        pos = torch.arange(T, device=ids.device)
+        x = self.wte(ids) + self.wpe(pos)[None]
+        causal = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
+        for block in self.h:
+            x = block(x, causal)
+        return self.ln_f(x)
+
+
+class Gpt2Tokenizer:
+    """GPT-2's byte-level BPE tokenizer (``GPT2TokenizerFast``) from its ``vocab.json`` and ``merges.txt``, with the
+    ``tokenizers`` package: no prefix space, no added BOS/EOS, ``<|endoftext|>`` a special token; ``pad`` (a token
+    of the vocabulary, Microsoft CLAP's ``'!'``) made a special token too (so it is never merged with its
+    neighbours, as ``tokenizer.add_special_tokens({'pad_token': '!'})`` does), and each text followed by ``suffix``.
+    Rows are padded with ``pad`` to ``length`` tokens or to the batch's longest (never truncated)."""
+
+    def __init__(self, vocab: Path, merges: Path, length: int = 77, pad: str = "!", suffix: str = " <|endoftext|>"):
+        try:
+            from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+        except ImportError as e:  # pragma: no cover - a dependency of the package
+            raise ImportError("text embeddings need the 'tokenizers' package (pip install tokenizers)") from e
+        with open(vocab, encoding="utf-8") as f:
+            table = json.load(f)
+        for special in ("<|endoftext|>", pad):
+            if special not in table:
+                raise WeightsError(f"{vocab}: not a GPT-2 vocabulary (no {special} token)")
+        tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False),
+                                AddedToken(pad, special=True, normalized=False)])
+        self.tokenizer, self.length, self.pad_id, self.suffix = tok, length, table[pad], suffix
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        """``[N, max(length, longest)]`` token ids, padded with the pad id."""
+        enc = [e.ids for e in self.tokenizer.encode_batch([t + self.suffix for t in texts])]
+        width = max([self.length] + [len(e) for e in enc])
+        return torch.tensor([e + [self.pad_id] * (width - len(e)) for e in enc], dtype=torch.long)
