@@ -31,7 +31,7 @@ def model_table_markdown() -> str:
                 f"{n} {d}" for n, d in list(enc.layer_dims.items())[:2]) + ", ..., " + ", ".join(
                 f"{n} {d}" for n, d in list(enc.layer_dims.items())[-1:])
         lic = c.licence.split(";")[0].split(" (")[0]
-        lines.append(f"| `{name}` | {c.family} | {c.sample_rate // 1000} kHz | {enc.frame_hop_ms():g} ms | "
+        lines.append(f"| `{name}` | {c.family} | {c.sample_rate / 1000:g} kHz | {enc.frame_hop_ms():g} ms | "
                      f"{enc.embedding_size} | {layers} | {lic} |")
     return "\n".join(lines)
 
