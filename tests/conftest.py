@@ -174,12 +174,12 @@ def accumulations(enc, layer=None):
             d = a.q_proj.in_features
             heads = getattr(a, "heads", None) or a.num_heads
             ks += [d, d // heads, 1500, a.out_proj.in_features, fc1.in_features, fc2.in_features]
-    elif enc.card.family == "laion-clap":
+    elif enc.card.family in ("laion-clap", "msclap"):
         # HTS-AT: the bicubic resize (4 taps), the patch projection (4 x 4), per Swin block the qkv projection
         # (width), the scores (head width), the attention-weighted sum (the 64 tokens of a window), the output
         # projection and the two MLP layers, each patch merging (4 x width); the mean over the last 64 tokens; for
         # ``joint`` the projection's two linear layers and the L2 norm (a sum of squares over its width)
-        h = net.audio_branch
+        h = net.audio_branch if enc.card.family == "laion-clap" else net.audio_encoder.base.htsat
         proj = h.patch_embed.proj
         ks += [4, proj.in_channels * math.prod(proj.kernel_size)]
         for stage in h.layers:
@@ -190,9 +190,12 @@ def accumulations(enc, layer=None):
             if stage.downsample is not None:
                 ks.append(stage.downsample.reduction.in_features)
         ks.append(64)
-        if layer in (None, "joint"):
+        if layer in (None, "joint") and enc.card.family == "laion-clap":
             ks += [net.audio_projection[0].in_features, net.audio_projection[2].in_features,
                    net.audio_projection[2].out_features]
+        elif layer in (None, "joint"):      # Microsoft CLAP: linear1, linear2, the LayerNorm's moments, the L2 norm
+            p = net.audio_encoder.projection
+            ks += [p.linear1.in_features, p.linear2.in_features, p.linear2.out_features, p.linear2.out_features]
     elif enc.card.family == "efficientat":
         # MobileNetV3: each convolution (in-channels / groups x kernel), each squeeze-excitation's average over
         # frequency x time (counted for a 10 s clip) and its two linear layers, then the classifier's two
