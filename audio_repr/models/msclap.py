@@ -14,7 +14,7 @@ Long audio, deterministically (the original crops a random 7 s): the log-mel fra
 windows of 965 frames (a 7 s clip's frames) every 964 frames, each window as the model reads one 7 s clip; the
 last window holds the rest of the clip and is filled, as the original fills a short clip, by repeating its own
 frames (frame by frame: at the seams the STFT frames are not those of the repeated waveform). Each window gives
-one frame of each layer (``frames``: one vector per window, stamped with the window's start: 0, 6 995, 13 990 ms,
+one frame of each layer (``frames``: one vector per window, stamped with the window's start: 0, 6995.01, 13990.02 ms,
 ...; a clip up to 7 s is stamped 0); the clip vector is the mean of the windows' vectors weighted by the frames
 each window owns (for ``joint`` a mean of unit vectors, which :func:`audio_repr.similarity` and
 :func:`audio_repr.zero_shot` normalise again). A clip up to 7 s is one window: it equals the original's
