@@ -147,7 +147,8 @@ def checkpoint(model) -> dict:
     gpt2 = model.caption_encoder.base
     P = gpt2.config.n_positions
     for i in range(gpt2.config.n_layer):
-        sd.setdefault(f"caption_encoder.base.h.{i}.attn.bias", torch.tril(torch.ones(P, P, dtype=torch.bool))[None, None])
+        causal = torch.tril(torch.ones(P, P, dtype=torch.bool))[None, None]
+        sd.setdefault(f"caption_encoder.base.h.{i}.attn.bias", causal)
         sd.setdefault(f"caption_encoder.base.h.{i}.attn.masked_bias", torch.tensor(-1e4))
     return {"model": sd}
 
