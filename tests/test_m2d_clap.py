@@ -274,3 +274,15 @@ def test_missing_text_files_and_wrong_weights(tmp_path, monkeypatch, vocab, bert
     torch.save(encoder_only_state(ref), only)
     with pytest.raises(audio_repr.WeightsError, match="audio_proj"):
         small_encoder(only)
+
+
+def _hear_checkpoint(folder, name):
+    """The full-size M2D-CLAP training checkpoint (random weights) in its run folder, for tests/test_hear.py."""
+    run = folder / RUN
+    run.mkdir()
+    path = run / "checkpoint-300.pth"
+    torch.save(training_checkpoint(random_training_model(seed=0, target_depth=1, extra="clap")), path)
+    return path
+
+
+HEAR_CHECKPOINT = (NAME, _hear_checkpoint)

@@ -880,7 +880,7 @@ def test_download_fetches_a_models_companion_files(tmp_path, server, monkeypatch
     assert info["companions"] == {"roberta-base-vocab.json": "verified", "roberta-base-merges.txt": "verified"}
     assert cli.main(["info", "m2d-clap-vit-base"]) == 0
     assert set(json.loads(capsys.readouterr().out)["companions"].values()) == {"absent"}
-    assert cli.main(["download", "--all", "--family", "m2d-clap", "-q"]) == 0
+    assert cli.main(["download", "--all", "--family", "m2d_clap", "-q"]) == 0
     assert cached() == sorted(wanted["laion-clap-htsat"] + wanted["m2d-clap-vit-base"])
     assert cli.main(["verify"]) == 0
     out = capsys.readouterr().out

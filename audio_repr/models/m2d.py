@@ -360,7 +360,7 @@ def load_clap_state(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     return load_state(path, convert=convert_clap_state_dict)
 
 
-register_family(Family("m2d-clap", build_frontend=LogMelSpectrogram, build_network=M2DClapNet,
+register_family(Family("m2d_clap", build_frontend=LogMelSpectrogram, build_network=M2DClapNet,
                        load_state=load_clap_state))
 
 
@@ -404,7 +404,7 @@ for _name, _run, _unit, _patch, _what, _cite, _paper, _scores in [
     _arch = dict(n_mels=80, unit_frames=_unit, patch_size=_patch, embed_dim=768, depth=12, num_heads=12,
                  mlp_ratio=4.0)
     register(ModelCard(
-        name=_name, family="m2d-clap" if _clap else "m2d",
+        name=_name, family="m2d_clap" if _clap else "m2d",
         description=(f"{_what} ViT-Base ({_run}), 80 Slaney mels in {_unit}-frame units, {_patch[0]}x{_patch[1]} "
                      f"patches, 3840-d frames every {_hop} ms"
                      + ("; GTE-base text tower, 768-d audio-text joint space (the default), zero-shot and text "
