@@ -77,6 +77,8 @@ def _cmd_info(args) -> int:
         "frontend": frontend, "normalisation": c.to_dict()["normalisation"],
         "resampler": c.resampler, "weights": entry,
         "cached": status in ("verified", "unpinned"), "cache_status": status,
+        # the files the model needs besides its weights (text towers), fetched with it by `download`
+        "companions": {extra: cache_status(extra) for extra in c.companions},
         # where AUDIO_REPR_MIRROR holds the file (checked when used); usable without the network
         "mirror": mirror, "available": status in ("verified", "unpinned") or mirror is not None,
         "licence": c.licence, "citation": c.citation, "paper": c.paper, "published": dict(c.published),
@@ -87,7 +89,7 @@ def _cmd_info(args) -> int:
 
 def _cmd_download(args) -> int:
     from .registry import get_card
-    from .weights import WeightsError, download, download_all
+    from .weights import WeightsError, download, download_all, download_model
 
     progress = False if args.quiet else None
     if args.all or args.family:
@@ -113,13 +115,15 @@ def _cmd_download(args) -> int:
 
     extras = companion_files()
     for name in args.names:
-        # a model, or a companion file of the manifest that is not a model (e.g. vggish-pca)
+        # a model (with the companion files its card needs), or a companion file of the manifest (e.g. vggish-pca)
         key = name if name in extras else get_card(name).name
-        path = download(key, force=args.force, progress=progress)
-        print(f"{key}: {path}")
+        got = {key: download(key, force=args.force, progress=progress)} if key in extras else \
+            download_model(key, force=args.force, progress=progress)
+        for what, path in got.items():
+            print(f"{what}: {path}" if what == key else f"  {what}: {path}")
         for extra, entry in extras.items():
             mine = key not in extras and get_card(entry["for"]).weights == get_card(key).weights
-            if mine and extra not in args.names:
+            if mine and extra not in args.names and extra not in got:
                 print(f"  (optional companion file: audio-repr download {extra}  # {entry['format'].split(' (')[0]})")
     return 0
 

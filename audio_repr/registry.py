@@ -75,6 +75,8 @@ class ModelCard:
     published: Mapping = field(default_factory=dict)
     labels: Optional[str] = None     # the class names of the "logits" layer, a label set of
                                      # audio_repr.inference.tagging ("audioset"); None: the model cannot tag
+    companions: Tuple[str, ...] = ()   # files of the manifest the model needs besides its weights (a text
+                                     # tower's tokenizer, encoder): fetched with it by `audio-repr download`
 
     @property
     def norm_stats(self) -> Tuple[float, float]:

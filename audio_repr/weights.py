@@ -65,7 +65,7 @@ from ._io import atomic_write, make_dirs, remove_empty
 log = logging.getLogger("audio_repr")
 
 __all__ = ["manifest", "manifest_entry", "companion_files", "select_tensors", "cache_dir", "resolve", "download",
-           "download_all", "verify_cache", "cache_status", "cached_ok", "mirror_location", "pin_summary",
+           "download_all", "download_model", "verify_cache", "cache_status", "cached_ok", "mirror_location", "pin_summary",
            "load_checkpoint", "sha256_file", "WeightsError", "WeightsNotFoundError", "HashMismatchError"]
 
 
@@ -464,6 +464,17 @@ def download(model: str, *, force: bool = False, progress: Optional[bool] = None
     return _download(model, force=force, progress=progress, weights_option=False)
 
 
+def download_model(model: str, *, force: bool = False, progress: Optional[bool] = None) -> Dict[str, Path]:
+    """:func:`download` of ``model``'s weights and of the companion files its card names (a text tower's tokenizer
+    and encoder): ``{model or companion name: cached path}``, the weights first."""
+    from .registry import get_card
+
+    out = {model: download(model, force=force, progress=progress)}
+    for extra in get_card(model).companions:
+        out[extra] = download(extra, force=force, progress=progress)
+    return out
+
+
 def _download(model: str, *, force: bool = False, progress: Optional[bool] = None, weights_option: bool = True,
               official: bool = True) -> Path:
     entry = manifest_entry(model)
@@ -539,6 +550,8 @@ def download_all(family: Optional[str] = None, *, force: bool = False, progress:
         families.add(card.family)
         if family is None or card.family == family:
             owners.setdefault(card.weights, name)
+            for extra in card.companions:               # the files the model needs besides its weights
+                owners.setdefault(manifest_entry(extra)["filename"], extra)
     if family is not None and family not in families:
         raise ValueError(f"unknown family {family!r}; the families are: {', '.join(sorted(families))}")
     for alias, entry in companion_files().items():

@@ -105,9 +105,11 @@ class TrainingM2D(RuntimeViT):
         self.decoder_pred = nn.Linear(dec_dim, patch[0] * patch[1])
         if extra == "as":                                    # M2D-AS: the offline (label) predictor
             self.offline_predictor = nn.Linear(self.grid[0] * dim, 527)
-        elif extra == "clap":                                # M2D-CLAP: audio and text projectors
+        elif extra in ("clap", "clap-text-proj"):             # M2D-CLAP: the temperature and the projectors
+            self.logit_scale = nn.Parameter(torch.tensor(2.6592600464820862))
             self.audio_proj = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
-            self.text_proj = nn.Linear(dim, dim)
+            if extra == "clap-text-proj":    # the trainer's text_proj is the identity (no tensors) when the offline
+                self.text_proj = nn.Linear(dim, dim)   # text embedding has the encoder's width, as GTE-base's 768
 
 
 def random_training_model(seed=0, norm_stats=None, **kwargs):
@@ -213,3 +215,50 @@ class PortableRuntime:
 def encoder_only_state(runtime):
     """What the original ``util/to_encoder_only_weight.py`` writes: the runtime ViT's bare state dict."""
     return {k: v.clone() for k, v in runtime.vit.state_dict().items()}
+
+
+class PortableClap(PortableRuntime):
+    """``PortableM2D(weight_file, flat_features=True)`` of an M2D-CLAP checkpoint: ``make_it_CLAP`` (``audio_proj``
+    Linear-ReLU-Linear from ``audio_proj.0.weight``'s shape, ``text_proj`` a Linear when the checkpoint has
+    ``text_proj.weight``), ``encode_clap_audio`` (every patch token of every unit, flattened, averaged, then
+    ``audio_proj``) and ``encode_clap_text`` with ``GTETextEncoder``'s computation on a ``transformers`` BERT and
+    tokenizer (``padding=True``, no truncation as the runtime's default; the mean over the attention mask), and
+    the checkpoint's ``logit_scale``."""
+
+    def __init__(self, weight_file, bert, tokenizer, dim=768, depth=12, heads=12):
+        super().__init__(weight_file, dim, depth, heads)
+        ckpt = torch.load(weight_file, map_location="cpu", weights_only=False)["model"]
+        hidden, d_in = ckpt["audio_proj.0.weight"].shape
+        self.audio_proj = nn.Sequential(nn.Linear(d_in, d_in), nn.ReLU(), nn.Linear(d_in, d_in))
+        self.audio_proj.load_state_dict({k[len("audio_proj."):]: v for k, v in ckpt.items()
+                                         if k.startswith("audio_proj.")})
+        self.text_proj = None
+        if "text_proj.weight" in ckpt:
+            out, d = ckpt["text_proj.weight"].shape
+            self.text_proj = nn.Linear(d, out)
+            self.text_proj.load_state_dict({"weight": ckpt["text_proj.weight"], "bias": ckpt["text_proj.bias"]})
+        self.logit_scale = ckpt["logit_scale"]
+        self.bert, self.tokenizer = bert.eval(), tokenizer
+
+    @torch.no_grad()
+    def encode_clap_audio(self, wav):
+        lms = self.normalised_lms(wav)
+        pt = self.vit.patch[1]
+        T = lms.shape[-1]
+        short = T % self.unit % pt
+        if short:
+            lms = torch.nn.functional.pad(lms, (0, pt - short))
+        tokens = []
+        for i in range(-(-T // self.unit)):
+            outs, _ = self.vit.encode_unit(lms[None, :, :, i * self.unit:(i + 1) * self.unit])
+            tokens.append(outs[-1][0, 1:])                    # flat features: every patch of the unit
+        return self.audio_proj(torch.cat(tokens).mean(0))
+
+    @torch.no_grad()
+    def encode_clap_text(self, texts):
+        batch = self.tokenizer(texts, max_length=512, padding=True, truncation=False, return_tensors="pt")
+        hidden = self.bert(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                           attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"]
+        pooled = hidden.masked_fill(~mask[..., None].bool(), 0.0).sum(dim=1) / mask.sum(dim=1)[..., None]
+        return pooled if self.text_proj is None else self.text_proj(pooled)

@@ -215,7 +215,8 @@ def test_cards_and_manifest():
                       ("m2d-vit-base-40ms", "m2d_vit_base-80x200p16x4-230529")]:
         card = audio_repr.get_card(name)
         size, patch, _, _ = m2d.parse_run_name(run)
-        assert card.family == "m2d" and card.frontend == msm.frontend and card.licence.startswith("NTT")
+        assert card.family == ("m2d_clap" if "clap" in name else "m2d")
+        assert card.frontend == msm.frontend and card.licence.startswith("NTT")
         assert card.arch["unit_frames"] == size[1] and tuple(card.arch["patch_size"]) == tuple(patch)
         assert not card.normalisation.per_clip and card.norm_stats == (-7.1, 4.2)
         assert card.fusion_layers == ("block7", "output") and card.weights == f"{run}.zip"

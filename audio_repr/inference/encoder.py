@@ -676,10 +676,19 @@ class Encoder(nn.Module):
                     piece_vectors.append(vectors.pop((ci, p.start)))
                     owned.append(p.stop - p.start)
                 stamps.append(frame_grid_ms(p.start, size, target, window, hop_ms, fe.frame_offset_ms))
+            clip = self._apply_heads(frames, pool(frames, piece_vectors, owned), slices)
             embs.append(Embedding(frames=frames, timestamps_ms=torch.cat(stamps),
-                                  clip=pool(frames, piece_vectors, owned), layers=names, model=self.name,
+                                  clip=clip, layers=names, model=self.name,
                                   layer_slices=slices, duration_s=wav.shape[-1] / self.sample_rate, source=source))
         return embs
+
+    def _apply_heads(self, frames: torch.Tensor, clip: torch.Tensor, slices: Dict[str, Tuple[int, int]]) -> torch.Tensor:
+        """The clip-level heads of the backbone's ``headed_layers`` on the pooled clip vector and on the frames
+        (in place), after pooling: their clip vector is the head of the pooled input, as the original computes it."""
+        for n, (a, b) in slices.items():
+            if n in self.network.headed_layers:
+                frames[:, a:b], clip[a:b] = self.network.apply_head(n, frames[:, a:b], clip[a:b])
+        return clip
 
     def _piece_features(self, batch: List[_Piece], padded: List[torch.Tensor],
                         refs: List[Optional[torch.Tensor]]) -> torch.Tensor:

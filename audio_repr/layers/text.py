@@ -1,7 +1,9 @@
-"""Text encoders of the audio-text models: the BERT/RoBERTa post-LayerNorm transformer and GPT-2's pre-LayerNorm
-causal transformer (with the names of ``transformers``' modules, so checkpoints load as saved), and the byte-level
-BPE tokenizers (RoBERTa's, GPT-2's) read from the files that come with the weights (``vocab.json`` +
-``merges.txt``) with the ``tokenizers`` package."""
+"""Text encoders of the audio-text models, with the names of ``transformers``' modules so checkpoints load as
+saved: the BERT/RoBERTa post-LayerNorm transformer (:class:`Roberta` with RoBERTa's position ids and pooler,
+:class:`Bert` with absolute positions ``0 .. T-1``, returning the last hidden states) and GPT-2's pre-LayerNorm
+causal transformer (:class:`Gpt2`); and the tokenizers read from the files that come with the weights with the
+``tokenizers`` package: the byte-level BPEs of RoBERTa and GPT-2 (``vocab.json`` + ``merges.txt``) and BERT's
+WordPiece (``vocab.txt``)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from torch import nn
 
 from ..weights import WeightsError
 
-__all__ = ["Roberta", "BpeTokenizer", "Gpt2", "Gpt2Tokenizer"]
+__all__ = ["Roberta", "Bert", "Gpt2", "BpeTokenizer", "Gpt2Tokenizer", "WordPieceTokenizer"]
 
 
 # ---- RoBERTa -------------------------------------------------------------------------------------------------
@@ -66,19 +68,95 @@ class Roberta(nn.Module):
         self.pooler = nn.Module()
         self.pooler.dense = nn.Linear(hidden, hidden)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        e = self.embeddings
+    def positions(self, ids: torch.Tensor) -> torch.Tensor:
         keep = ids.ne(self.pad_id).long()
-        positions = torch.cumsum(keep, dim=1) * keep + self.pad_id       # RoBERTa's position ids
-        x = e.word_embeddings(ids) + e.position_embeddings(positions) + e.token_type_embeddings(torch.zeros_like(ids))
+        return torch.cumsum(keep, dim=1) * keep + self.pad_id            # RoBERTa's position ids
+
+    def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The last layer's states ``[B, T, D]`` (``last_hidden_state``); padding (``mask`` 0) is not attended to."""
+        e = self.embeddings
+        x = (e.word_embeddings(ids) + e.position_embeddings(self.positions(ids))
+             + e.token_type_embeddings(torch.zeros_like(ids)))
         x = e.LayerNorm(x)
         bias = (1.0 - mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         for layer in self.encoder.layer:
             x = layer(x, bias)
-        return torch.tanh(self.pooler.dense(x[:, 0]))
+        return x
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.pooler.dense(self.hidden_states(ids, mask)[:, 0]))
 
 
-# ---- the tokenizer ------------------------------------------------------------------------------------------
+class Bert(Roberta):
+    """BERT's embeddings and encoder (the names of ``transformers.BertModel``; its pooler is not used): absolute
+    position ids ``0 .. T-1``, token type 0 for every token. ``forward`` gives ``last_hidden_state`` ``[B, T, D]``.
+    The defaults are BERT-base's (``bert-base-uncased``, ``thenlper/gte-base``)."""
+
+    def __init__(self, vocab_size: int = 30522, hidden: int = 768, layers: int = 12, heads: int = 12,
+                 intermediate: int = 3072, max_positions: int = 512, type_vocab: int = 2, pad_id: int = 0,
+                 eps: float = 1e-12):
+        super().__init__(vocab_size, hidden, layers, heads, intermediate, max_positions, type_vocab, pad_id, eps)
+        del self.pooler
+        self.max_positions = max_positions
+
+    def positions(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.arange(ids.shape[1], device=ids.device)[None].expand_as(ids)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.hidden_states(ids, mask)
+
+    def load_weights(self, path: Path) -> None:
+        """``model.safetensors`` or ``pytorch_model.bin`` of a ``BertModel`` (``bert.``-prefixed names of the
+        pre-training heads' checkpoints too): every tensor of the encoder must be there with its shape; the pooler,
+        ``position_ids`` and heads are ignored."""
+        from ..weights import load_checkpoint
+
+        state = load_checkpoint(path)
+        if not isinstance(state, dict):
+            raise WeightsError(f"{path}: not a BERT state dict")
+        state = {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in state.items() if torch.is_tensor(v)}
+        own = self.state_dict()
+        bad = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+        if bad:
+            k = bad[0]
+            got = tuple(state[k].shape) if k in state else "absent"
+            raise WeightsError(f"{path}: not the BERT text encoder this model needs ({len(bad)} tensor(s) missing or "
+                               f"of another shape, e.g. {k}: {got} in the file, {tuple(own[k].shape)} here)")
+        self.load_state_dict({k: state[k] for k in own})
+
+
+# ---- the tokenizers -----------------------------------------------------------------------------------------
+class WordPieceTokenizer:
+    """BERT's uncased WordPiece tokenizer (``BertTokenizer(vocab.txt)`` with its defaults: clean-up, lower case,
+    accents stripped, CJK characters split, ``[CLS] tokens [SEP]``) with the ``tokenizers`` package; truncated to
+    ``length`` tokens and padded with ``[PAD]`` to the batch's longest text (``padding=True``)."""
+
+    def __init__(self, vocab: Path, length: int = 512):
+        try:
+            from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+        except ImportError as e:  # pragma: no cover - a dependency of the package
+            raise ImportError("text embeddings need the 'tokenizers' package (pip install tokenizers)") from e
+        with open(vocab, encoding="utf-8") as f:
+            table = {line.rstrip("\n"): i for i, line in enumerate(f)}
+        for special in ("[CLS]", "[SEP]", "[PAD]", "[UNK]"):
+            if special not in table:
+                raise WeightsError(f"{vocab}: not a BERT WordPiece vocabulary (no {special} token)")
+        tok = Tokenizer(models.WordPiece(table, unk_token="[UNK]", max_input_chars_per_word=100))
+        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
+                                                    lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.post_processor = processors.BertProcessing(("[SEP]", table["[SEP]"]), ("[CLS]", table["[CLS]"]))
+        tok.enable_truncation(max_length=length)
+        tok.enable_padding(pad_id=table["[PAD]"], pad_token="[PAD]")
+        self.tokenizer, self.length, self.pad_id = tok, length, table["[PAD]"]
+
+    def __call__(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        enc = self.tokenizer.encode_batch(list(texts))
+        ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
+        mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
+        return ids, mask
+
+
 class BpeTokenizer:
     """RoBERTa's byte-level BPE tokenizer (``RobertaTokenizer``) from its ``vocab.json`` and ``merges.txt``, with the
     ``tokenizers`` package: ``<s> tokens </s>``, truncated to ``length`` and padded to it with ``<pad>``."""

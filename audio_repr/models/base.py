@@ -101,6 +101,15 @@ class Backbone(nn.Module, ABC):
         """Front-end frames the backbone reads for a row of ``n`` real frames (the rest is padding)."""
         return n
 
+    #: layers whose ``forward`` output is the input of a clip-level head (M2D-CLAP's ``joint``: a non-linear
+    #: projection of the clip's mean): the encoder pools them as the others, then :meth:`apply_head` maps both the
+    #: pooled clip vector and each frame
+    headed_layers: Tuple[str, ...] = ()
+
+    def apply_head(self, layer: str, frames: torch.Tensor, clip: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A headed layer's ``(frames [T, D], clip [D])`` (pooled, float32 on the CPU) -> its final ones (same sizes)."""
+        return frames, clip
+
     def weights_norm_stats(self) -> Optional[Tuple[float, float]]:
         """The fixed normalisation ``(mean, std)`` the loaded weights carry (M2D checkpoints store theirs), which
         :func:`audio_repr.load` then uses instead of the card's; ``None`` (the default): the card's."""

@@ -198,6 +198,7 @@ for _name, _file, _arch, _what in (
         sample_rate=48000, frontend=FRONTEND, arch=dict(_arch, text=ROBERTA_BASE),
         normalisation=Normalisation(0.0, 1.0),          # bn0 inside the network normalises the log-mel
         default_layer="joint", fusion_layers=("latent", "joint"), weights=_file,
+        companions=("roberta-base-vocab.json", "roberta-base-merges.txt"),     # the tokenizer (ClapNet's default)
         licence=_LICENCE, citation=_CITE, paper="https://arxiv.org/abs/2211.06687",
         cpu_batch_size=4,
         resampler="kaiser_best_librosa",                # hook.py reads files with librosa.load(sr=48000)

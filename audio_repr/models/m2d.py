@@ -43,23 +43,26 @@ are refused (this family's front end is the 16 kHz one).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..frontends import LogMelSpectrogram
+from ..layers.text import Bert, WordPieceTokenizer
 from ..layers.vit import Block, PatchEmbed
 from ..registry import ModelCard, Normalisation, register
 from ..weights import WeightsError, unwrap_state_dict
 from . import msm_mae, register_family
-from .base import Backbone, Family, Tiling, length_mask
+from .base import Backbone, Family, TextTower, Tiling, length_mask
 
-__all__ = ["M2DEncoder", "convert_state_dict", "load_state", "parse_run_name", "DEFAULT_NORM_STATS"]
+__all__ = ["M2DEncoder", "M2DClapNet", "convert_state_dict", "convert_clap_state_dict", "load_state",
+           "load_clap_state", "parse_run_name", "DEFAULT_NORM_STATS"]
 
 #: the statistics the original assumes for checkpoints that store none (the 2022 models)
 DEFAULT_NORM_STATS = (-7.1, 4.2)
@@ -216,11 +219,13 @@ def _run_name(path: Path) -> Optional[str]:
     return next((c for c in candidates if parse_run_name(c) is not None), None)
 
 
-def load_state(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+def load_state(path: Union[str, Path], convert: Callable[[Mapping], Dict[str, torch.Tensor]] = convert_state_dict
+               ) -> Dict[str, torch.Tensor]:
     """The encoder's weights from an official release: the ``.zip``, the run folder (its newest
-    ``checkpoint-*.pth``), the ``.pth`` itself, or encoder-only weights (see :func:`convert_state_dict`)."""
+    ``checkpoint-*.pth``), the ``.pth`` itself, or encoder-only weights (see :func:`convert_state_dict`);
+    ``convert``: what to keep of the checkpoint (M2D-CLAP passes :func:`convert_clap_state_dict`)."""
     path = Path(path)
-    state = msm_mae.load_state(path, convert=convert_state_dict)
+    state = msm_mae.load_state(path, convert=convert)
     run = _run_name(path)
     if run is not None and "pos_embed" in state and "patch_embed.proj.weight" in state:
         (n_mels, frames), (pf, pt), sr, _ = parse_run_name(run)
@@ -237,6 +242,128 @@ def load_state(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
 register_family(Family("m2d", build_frontend=LogMelSpectrogram, build_network=M2DEncoder, load_state=load_state))
 
 
+# ---- M2D-CLAP: the joint space and the text tower ------------------------------------------------------------
+class M2DClapNet(M2DEncoder, TextTower):
+    """M2D-CLAP (2024): the M2D encoder plus ``audio_proj`` (Linear, ReLU, Linear, the checkpoint's names), the
+    trained temperature (``logit_scale`` in the checkpoint, ``logit_scale_log`` here) and, when the checkpoint has
+    one, ``text_proj`` (the 2024 model has none: its text projection is the identity).
+
+    ``joint``: the original's ``encode_clap_audio`` (``PortableM2D(flat_features=True)``): the mean of every patch
+    of every unit (the time mean of the frequency means of the ``output`` steps), through ``audio_proj``, then
+    L2-normalised. ``forward`` gives the projection's input per step (the frequency mean of ``output``); the
+    encoder pools it as the other layers and :meth:`apply_head` projects the pooled vector (the clip's joint
+    vector, exactly the original's for a clip of any length) and each step (a 160 ms joint-space frame).
+
+    Text (:meth:`embed_text`): the original's ``GTETextEncoder``: ``thenlper/gte-base`` (a BERT-base: WordPiece
+    ``vocab.txt``, uncased; ``padding=True``, truncated to 512 tokens where the original's default would fail on a
+    longer text), the mean of ``last_hidden_state`` over the attention mask, ``text_proj`` when present, then
+    L2-normalised. The tokenizer and encoder weights are the card's companion files (``text_files``), fetched with
+    the model by ``audio-repr download``, or given with :meth:`set_text_files`."""
+
+    headed_layers = ("joint",)
+
+    def __init__(self, *args, text: Optional[Mapping] = None, joint_dim: int = 768, text_proj: Optional[int] = None,
+                 text_files: Tuple[str, str] = ("gte-base-vocab.txt", "gte-base-model.safetensors"),
+                 context_length: int = 512, template: str = "{} can be heard", **kwargs):
+        super().__init__(*args, **kwargs)
+        d = self.embed_dim
+        self.audio_proj = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, joint_dim))
+        self.text_proj = nn.Linear(text_proj, joint_dim) if text_proj else None
+        self.logit_scale_log = nn.Parameter(torch.tensor(math.log(1 / 0.07)))      # as the trainer initialises it
+        self.text_arch = dict(text or {})
+        self.text_files = tuple(text_files)
+        self.context_length = context_length
+        self.default_template = template
+        self.text_dim = joint_dim
+        self.layer_dims["joint"] = joint_dim
+        self.layer_strides["joint"] = self.patch_size[1]
+        self.__dict__["_text"] = None          # (tokenizer, BERT): loaded on first use, not part of the state dict
+
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> "OrderedDict[str, torch.Tensor]":
+        outs = super().forward(x, lengths)
+        out = outs["output"]
+        B, T, _ = out.shape
+        outs["joint"] = out.view(B, T, self.grid[0], self.embed_dim).mean(dim=2)     # the step's mean patch
+        return outs
+
+    def project_audio(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean patch vectors ``[..., D]`` -> unit vectors of the joint space (``audio_proj``, L2 normalisation)."""
+        w = self.audio_proj[0].weight
+        return F.normalize(self.audio_proj(x.to(w.device, w.dtype)), dim=-1)
+
+    def apply_head(self, layer: str, frames: torch.Tensor, clip: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return (self.project_audio(frames).to("cpu", torch.float32),
+                self.project_audio(clip).to("cpu", torch.float32))
+
+    # ---- the text tower ----
+    def set_text_files(self, vocab, model) -> None:
+        """Use this ``vocab.txt`` and this BERT's ``model.safetensors``/``pytorch_model.bin`` (instead of the
+        cache/mirror/download of the card's companion files)."""
+        bert = Bert(**self.text_arch)
+        bert.load_weights(Path(model))
+        self.__dict__["_text"] = (WordPieceTokenizer(Path(vocab), self.context_length), bert.eval())
+
+    def _text_tower(self) -> Tuple[WordPieceTokenizer, Bert]:
+        if self._text is None:
+            from ..weights import WeightsNotFoundError, resolve
+
+            try:
+                vocab, model = (resolve(k) for k in self.text_files)
+            except WeightsNotFoundError as e:
+                raise WeightsNotFoundError(
+                    f"text embeddings need the text encoder files {' and '.join(self.text_files)} (audio-repr "
+                    f"download MODEL fetches them with the model, or enc.network.set_text_files(vocab, model)): "
+                    f"{e}") from None
+            self.set_text_files(vocab, model)
+        return self._text
+
+    def embed_text(self, texts: List[str]) -> torch.Tensor:
+        tok, bert = self._text_tower()
+        ids, mask = tok(texts)
+        w = self.audio_proj[0].weight
+        bert.to(w.device)
+        hidden = bert(ids.to(w.device), mask.to(w.device))
+        m = mask.to(w.device, hidden.dtype)[..., None]
+        pooled = (hidden * m).sum(dim=1) / m.sum(dim=1)             # the mean over the text's own tokens
+        if self.text_proj is not None:
+            pooled = self.text_proj(pooled.to(self.text_proj.weight.dtype))
+        return F.normalize(pooled, dim=-1)
+
+    def logit_scale(self) -> float:
+        """``exp(logit_scale)`` of the checkpoint: the trained temperature (at most 100, as the trainer clamps it).
+        The original's zero-shot evaluation ranks by the cosine alone, which these logits keep."""
+        return float(self.logit_scale_log.detach().float().exp())
+
+
+_CLAP_KEYS = re.compile(r"^(audio_proj\.|text_proj\.)")
+
+
+def convert_clap_state_dict(obj: Mapping) -> Dict[str, torch.Tensor]:
+    """An M2D-CLAP checkpoint -> :class:`M2DClapNet`'s state dict: the encoder's (:func:`convert_state_dict`) plus
+    ``audio_proj``, ``text_proj`` (when present) and ``logit_scale`` (as ``logit_scale_log``)."""
+    out = convert_state_dict(obj)
+    state = unwrap_state_dict(obj, ("model",))
+    for k, v in state.items():
+        if not isinstance(k, str) or not torch.is_tensor(v):
+            continue
+        name = k[len("module."):] if k.startswith("module.") else k
+        if _CLAP_KEYS.match(name):
+            out[name] = v
+        elif name == "logit_scale":
+            out["logit_scale_log"] = v.reshape(())
+    return out
+
+
+def load_clap_state(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+    """An M2D-CLAP release (the ``.zip``, its run folder or the ``.pth``; see :func:`load_state`) with the joint
+    space's projection and temperature (encoder-only weights have neither: the network's fit refuses them)."""
+    return load_state(path, convert=convert_clap_state_dict)
+
+
+register_family(Family("m2d_clap", build_frontend=LogMelSpectrogram, build_network=M2DClapNet,
+                       load_state=load_clap_state))
+
+
 # ---- the cards -------------------------------------------------------------------------------------------------
 # M2D's LICENSE.pdf (not the BYOL-A/MSM-MAE evaluation agreement) grants use for non-commercial purposes
 _M2D_LICENCE = ("NTT license for non-commercial use (LICENSE.pdf: use for non-commercial purposes only); "
@@ -248,6 +375,11 @@ _M2D_CITE = ("D. Niizumi, D. Takeuchi, Y. Ohishi, N. Harada, K. Kashino, \"Maske
 _M2D_CLAP_CITE = ("D. Niizumi, D. Takeuchi, Y. Ohishi, N. Harada, M. Yasuda, S. Tsubaki, K. Imoto, \"M2D-CLAP: Masked "
                   "Modeling Duo Meets CLAP for Learning General-purpose Audio-Language Representation\", Interspeech "
                   "2024.")
+#: the text encoder of the 2024 M2D-CLAP: thenlper/gte-base (BERT-base, uncased WordPiece), transformers' config
+GTE_BASE = dict(vocab_size=30522, hidden=768, layers=12, heads=12, intermediate=3072, max_positions=512, type_vocab=2,
+                pad_id=0, eps=1e-12)
+GTE_FILES = ("gte-base-vocab.txt", "gte-base-model.safetensors")
+_GTE_LICENCE = "; the GTE-base text encoder (thenlper/gte-base): MIT"
 _TASKS = ("ESC-50", "US8K", "SPCV2", "VC1", "VoxForge", "CREMA-D", "GTZAN", "NSynth", "Surge")
 _RELEASES = "https://github.com/nttcslab/m2d/releases/download/v0.1.0/"
 
@@ -268,19 +400,24 @@ for _name, _run, _unit, _patch, _what, _cite, _paper, _scores in [
      _M2D_CITE, "https://ieeexplore.ieee.org/document/10502167", {}),
 ]:
     _hop = _patch[1] * 10
+    _clap = _name == "m2d-clap-vit-base"
+    _arch = dict(n_mels=80, unit_frames=_unit, patch_size=_patch, embed_dim=768, depth=12, num_heads=12,
+                 mlp_ratio=4.0)
     register(ModelCard(
-        name=_name, family="m2d",
+        name=_name, family="m2d_clap" if _clap else "m2d",
         description=(f"{_what} ViT-Base ({_run}), 80 Slaney mels in {_unit}-frame units, {_patch[0]}x{_patch[1]} "
-                     f"patches, 3840-d frames every {_hop} ms"),
+                     f"patches, 3840-d frames every {_hop} ms"
+                     + ("; GTE-base text tower, 768-d audio-text joint space (the default), zero-shot and text "
+                        "search" if _clap else "")),
         sample_rate=16000, frontend=msm_mae.FRONTEND,
-        arch=dict(n_mels=80, unit_frames=_unit, patch_size=_patch, embed_dim=768, depth=12, num_heads=12,
-                  mlp_ratio=4.0),
+        arch=dict(_arch, text=GTE_BASE, joint_dim=768) if _clap else _arch,
         # the original runtime's fixed statistics: the checkpoint's norm_stats (set on loading), these when absent
         normalisation=Normalisation(*DEFAULT_NORM_STATS),
         weights=f"{_run}.zip",
-        default_layer="output",
+        default_layer="joint" if _clap else "output",
         fusion_layers=("block7", "output"),
-        licence=_M2D_LICENCE, citation=_cite, paper=_paper,
+        companions=GTE_FILES if _clap else (),
+        licence=_M2D_LICENCE + (_GTE_LICENCE if _clap else ""), citation=_cite, paper=_paper,
         # the original's audio pipeline is librosa.load(sr=16000) (wav_to_lms.py; EVAR's converter: librosa.resample)
         resampler="kaiser_best_librosa",
         published=_scores,

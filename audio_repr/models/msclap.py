@@ -234,4 +234,5 @@ register(ModelCard(
     paper="https://arxiv.org/abs/2309.05767",
     cpu_batch_size=4,
     resampler="sinc_hann",                          # torchaudio.transforms.Resample's defaults, as read_audio
+    companions=("gpt2-vocab.json", "gpt2-merges.txt"),      # the tokenizer (MsClapNet's default)
 ))
