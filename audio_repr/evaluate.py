@@ -224,8 +224,7 @@ def _weights_key(encoder) -> str:
 def linear_probe(Xtr, ytr, Xva, yva, Xte, yte, *, seed: int = 42, lr: float = 3e-4, weight_decay: float = 1e-8,
                  batch_size: int = 200, max_epochs: int = 200, patience: int = 20) -> float:
     """Train one linear layer on standardised embeddings; test accuracy of the best-validation weights."""
-    mean, std = Xtr.mean(0), Xtr.std(0)
-    std = np.where(std < 1e-8, 1.0, std)
+    mean, std = _column_scale(Xtr)
     t = lambda X: torch.from_numpy(((X - mean) / std).astype(np.float32))  # noqa: E731
     Xtr_, Xva_, Xte_ = t(Xtr), t(Xva), t(Xte)
     ytr_, yva_, yte_ = (torch.as_tensor(y, dtype=torch.long) for y in (ytr, yva, yte))
@@ -258,11 +257,24 @@ def linear_probe(Xtr, ytr, Xva, yva, Xte, yte, *, seed: int = 42, lr: float = 3e
         return (clf(Xte_).argmax(1) == yte_).float().mean().item()
 
 
+def _column_scale(Xtr) -> Tuple[np.ndarray, np.ndarray]:
+    """``Xtr``'s column means and (population) standard deviations, a constant column's deviation set to 1, with
+    scikit-learn's ``StandardScaler`` test for constant: the variance (in float64) at most
+    ``n eps var + (n eps mean)^2``, i.e. zero up to the rounding of the sums. Relative, so features of any scale
+    are standardised (a random-init EfficientAT's are ~3e-9, which a fixed 1e-8 bound took for constants)."""
+    X = np.asarray(Xtr, dtype=np.float64)
+    mean, var = X.mean(0), X.var(0)
+    eps = np.finfo(np.float64).eps
+    n = len(X)
+    constant = var <= n * eps * var + (n * mean * eps) ** 2
+    std = np.where(constant, 1.0, np.sqrt(var))
+    return mean.astype(Xtr.dtype, copy=False), std.astype(Xtr.dtype, copy=False)
+
+
 def _standardise(Xtr, *others):
     """``Xtr`` and ``others`` scaled by ``Xtr``'s column mean and (population) standard deviation, as
-    scikit-learn's ``StandardScaler`` (constant columns are only centred)."""
-    mean, std = Xtr.mean(0), Xtr.std(0)
-    std = np.where(std < 1e-8, 1.0, std)
+    scikit-learn's ``StandardScaler`` (constant columns are only centred: :func:`_column_scale`)."""
+    mean, std = _column_scale(Xtr)
     return [(X - mean) / std for X in (Xtr, *others)]
 
 

@@ -541,3 +541,18 @@ def test_small_data_warnings_stay_short_with_many_classes_and_folds(tmp_path, mo
     assert small.endswith("fold 1: 'lonely' (1), 'c0' (4), 'c10' (4), 'c15' (4) and 8 more)")   # smallest first
     assert "absent" in absent and "in 1 of 5 folds; fold 5: 'lonely'" in absent
     assert max(map(len, messages)) < 300
+
+
+def test_standardise_is_relative_as_scikit_learn():
+    """Features of a tiny scale (a random-init EfficientAT's are ~3e-9) are standardised, not taken for constant
+    columns (the fixed 1e-8 bound before made every such column constant: chance accuracy); a truly constant column
+    is only centred; the scaling equals scikit-learn's StandardScaler."""
+    preprocessing = pytest.importorskip("sklearn.preprocessing")
+    g = np.random.default_rng(0)
+    X = np.concatenate([3e-9 * g.standard_normal((200, 3)), np.full((200, 1), 0.7),
+                        g.standard_normal((200, 2)) + 5.0], axis=1).astype(np.float32)
+    Xs, = ev._standardise(X)
+    assert np.allclose(Xs[:, :3].std(0), 1.0, atol=1e-4)              # tiny features: unit variance
+    assert np.all(Xs[:, 3] == 0)                                       # the constant column: centred only
+    ref = preprocessing.StandardScaler().fit(X)
+    assert np.allclose(Xs, ref.transform(X), rtol=1e-5, atol=1e-5)
