@@ -337,8 +337,9 @@ torch.set_num_threads({threads})
 enc = audio_repr.load({name!r}, pretrained=False)
 enc.embed(torch.randn(enc.sample_rate * 2), sr=enc.sample_rate)      # warm-up
 base = peak_mb()
-e = enc.embed({path!r}, batch_size=8)
-print(peak_mb() - base, e.frames.shape[0])
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+e = enc.embed({path!r}, batch_size={batch})
+print(peak_mb() - base, e.frames.shape[0], resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
 """
 
 
@@ -357,21 +358,25 @@ def write_long_file(path, minutes, sr, channels=1):
     return path
 
 
-def peak_memory_mb(name, minutes, threads, sr=None, channels=1):
+def peak_memory_mb(name, minutes, threads, sr=None, channels=1, batch=8, faults=None):
     """Peak RSS growth of a fresh process embedding a ``minutes``-long WAV file by its path (reading,
-    downmix, resampling, front end, network, output), past a warm-up on 2 s."""
+    downmix, resampling, front end, network, output) at ``batch_size=batch`` (``None``: the library's default),
+    past a warm-up on 2 s. The run's minor page faults are appended to ``faults`` (a list) when given."""
     import tempfile
 
     sr = sr or audio_repr.get_card(name).sample_rate
     with tempfile.TemporaryDirectory() as d:
         path = write_long_file(Path(d) / "long.wav", minutes, sr, channels)
-        out = subprocess.run([sys.executable, "-c", MEM_SCRIPT.format(root=str(ROOT), name=name, path=str(path),
+        out = subprocess.run([sys.executable, "-c", MEM_SCRIPT.format(root=str(ROOT), name=name, path=str(path), batch=batch,
                                                                       threads=threads)],
                              capture_output=True, text=True, timeout=3600)
     if out.returncode:
         print(out.stderr[-2000:], file=sys.stderr)
         return None
-    return float(out.stdout.split()[0])
+    words = out.stdout.split()
+    if faults is not None:
+        faults.append(int(words[2]))
+    return float(words[0])
 
 
 def bench_model(name, args):
@@ -511,6 +516,8 @@ def main(argv=None):
     p.add_argument("--json", default=None)
     p.add_argument("--markdown", default=None, help="append the table to this file (docs/benchmarks.md)")
     p.add_argument("--memory-only", action="store_true", help="only the long-file memory measurement")
+    p.add_argument("--memory-batch", type=_batch, default=8,
+                   help="batch_size of the long-file measurement (default 8; 'default': the library's)")
     p.add_argument("--rounds", type=int, default=0, help="issue 29's interleaved rows instead: default batch vs "
                    "batch 1 vs --before-batch vs the original, median of this many rounds with the spread and faults")
     p.add_argument("--lengths", nargs="+", type=float, default=[10.0, 1.0], help="clip lengths of --rounds (s)")
@@ -524,10 +531,13 @@ def main(argv=None):
     results = []
     if args.memory_only:
         for name in args.models:
-            mem = {f"{m} min": peak_memory_mb(name, m, torch.get_num_threads(), args.memory_sr, args.memory_channels)
+            faults = []
+            mem = {f"{m} min": peak_memory_mb(name, m, torch.get_num_threads(), args.memory_sr, args.memory_channels,
+                                              args.memory_batch, faults)
                    for m in args.memory_minutes}
             row = {"model": name, "file": f"{args.memory_sr or audio_repr.get_card(name).sample_rate} Hz, "
-                   f"{args.memory_channels} channel(s), 16-bit WAV", "peak_rss_growth_mb": mem}
+                   f"{args.memory_channels} channel(s), 16-bit WAV", "batch_size": args.memory_batch or "default",
+                   "peak_rss_growth_mb": mem, "minor_faults": dict(zip(mem, faults))}
             print(json.dumps(row))
             results.append(row)
         if args.json:

@@ -71,6 +71,36 @@ print(f)
     assert _faults(script) < 60000
 
 
+@glibc
+def test_long_input_runs_under_glibcs_own_thresholds_then_restores():
+    """A long input runs with glibc's steady-state thresholds (mmap 32 MB, trim 64 MB: with 256 MB its results
+    between the freed activations fragmented the heap, AST at batch_size=8 peaking at 2.5x); short clips keep
+    the policy's, and after the long input the policy's are back: 64 MB blocks are reused again (few faults)."""
+    script = """
+import resource, torch, audio_repr
+import audio_repr.inference.encoder as E
+torch.set_num_threads(1)
+calls = []
+setter = E._set_thresholds
+E._set_thresholds = lambda m, t: calls.append((m >> 20, t >> 20)) or setter(m, t)
+enc = audio_repr.load("byola-v1-512", pretrained=False)
+x = 0.1 * torch.randn(16000 * 80)
+enc.embed([x[:16000], x[:32000]], sr=16000)           # short clips: the policy's thresholds only
+assert calls == [(256, 256)], calls
+enc.embed(x, sr=16000, batch_size=2)                  # a long input: glibc's thresholds while it runs
+assert calls == [(256, 256), (32, 64), (256, 256)], calls
+torch.empty(16 << 20).fill_(1.0)
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(8):
+    torch.empty(16 << 20).fill_(1.0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+"""
+    assert _faults(script) < 3 * 16384
+    opted_out = script.replace("assert calls == [(256, 256)], calls", "assert calls == [], calls").replace(
+        "assert calls == [(256, 256), (32, 64), (256, 256)], calls", "assert calls == [], calls")
+    assert _faults(opted_out, AUDIO_REPR_MALLOPT="0") > 7 * 16000   # the user's choice: nothing set, glibc's storm
+
+
 @pytest.mark.parametrize("name", ["ast-audioset", "m2d-vit-base"])
 def test_transformer_cpu_batches_by_frames(name):
     """The card's CPU frame budget (issue 29): AST four 1024-frame windows per batch (every window costs a full one),

@@ -12,7 +12,8 @@ and its front end states (``audio_repr.frontends.FrontEnd``).
   statistics where the normalisation asks for them;
 * **run** — pieces of all clips, longest first, in batches of ``batch_size``: features, normalisation, the
   backbone, the selected layers cut to each piece's own steps and fused; progress after every batch; on a CPU
-  glibc's malloc thresholds fixed once per process, a long input's heap trimmed only past a bound and at its end;
+  glibc's malloc thresholds fixed once per process (256 MB: short clips' batches reuse their heap blocks), a
+  long input run under glibc's own steady-state thresholds and its heap trimmed only past a bound and at its end;
 * **assemble** — each clip's pieces in order, timestamps from one frame grid, the clip embedding from the
   backbone's pooling rule.
 """
@@ -582,6 +583,7 @@ class Encoder(nn.Module):
         if self.device.type == "cpu":
             _heap_policy()                  # once per process (glibc's thresholds: no page-fault storm per batch)
         self.eval()
+        long_heap = long_audio and self.device.type == "cpu" and _long_input_thresholds(True)
         try:
             for indices in batches:
                 batch = [pieces[i] for i in indices]
@@ -595,6 +597,8 @@ class Encoder(nn.Module):
             if long_audio:          # the end of a long input: hand back what its batches freed
                 _release_free_heap()
         finally:
+            if long_heap:
+                _long_input_thresholds(False)
             self.train(was_training)
             if bar is not None:
                 bar.close()
@@ -721,9 +725,13 @@ def _batch_clip_stats(x: torch.Tensor, n_frames: torch.Tensor) -> Tuple[torch.Te
 #: free heap a long input may keep between batches before it is trimmed
 HEAP_THRESHOLD_BYTES = 256 << 20
 HEAP_FREE_BOUND_BYTES = 64 << 20
+#: the thresholds while one long input runs (glibc's own ceilings for its dynamic thresholds: mmap 32 MB, trim
+#: twice that; see :func:`_long_input_thresholds`)
+LONG_INPUT_MMAP_BYTES, LONG_INPUT_TRIM_BYTES = 32 << 20, 64 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3        # glibc's mallopt parameters (malloc.h)
 _LIBC = None
 _HEAP_SET = False
+_HEAP_ACTIVE = False        # the policy's thresholds are in force (set by _heap_policy)
 
 
 def _glibc():
@@ -771,11 +779,33 @@ def _heap_policy() -> bool:
             k in env for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
                                "MALLOC_MMAP_MAX_")):
         return False
+    global _HEAP_ACTIVE
+    _HEAP_ACTIVE = _set_thresholds(HEAP_THRESHOLD_BYTES, HEAP_THRESHOLD_BYTES)
+    return _HEAP_ACTIVE
+
+
+def _set_thresholds(mmap_bytes: int, trim_bytes: int) -> bool:
     lib = _glibc()
     if not lib:
         return False
-    return bool(lib.mallopt(_M_MMAP_THRESHOLD, HEAP_THRESHOLD_BYTES)) & bool(
-        lib.mallopt(_M_TRIM_THRESHOLD, HEAP_THRESHOLD_BYTES))
+    return bool(lib.mallopt(_M_MMAP_THRESHOLD, mmap_bytes)) & bool(lib.mallopt(_M_TRIM_THRESHOLD, trim_bytes))
+
+
+def _long_input_thresholds(on: bool) -> bool:
+    """While a long input runs (``on``), glibc's own steady-state thresholds (:data:`LONG_INPUT_MMAP_BYTES`,
+    :data:`LONG_INPUT_TRIM_BYTES`) instead of the policy's 256 MB; back to the policy's after it (``on=False``).
+    Only where :func:`_heap_policy` set the thresholds (never against the user's settings). Returns whether set.
+
+    Short clips gain from the 256 MB thresholds (their batches reuse the same heap blocks, no faults); a long
+    input's batches leave their kept results between the freed activations, and in a heap that keeps blocks up to
+    256 MB the next batch's blocks no longer fit the holes: 10 minutes through AST at ``batch_size=8`` peaked at
+    1.48 GB, BYOL-A v1 at 0.69 GB (glibc's thresholds: 0.92 and 0.51 GB; docs/benchmarks.md, issue 29). A long
+    input's batches are large, so the faults of its mapped blocks cost a small share of its time."""
+    if not _HEAP_ACTIVE:
+        return False
+    if on:
+        return _set_thresholds(LONG_INPUT_MMAP_BYTES, LONG_INPUT_TRIM_BYTES)
+    return _set_thresholds(HEAP_THRESHOLD_BYTES, HEAP_THRESHOLD_BYTES)
 
 
 def _free_heap_bytes() -> Optional[int]:
