@@ -463,14 +463,28 @@ class Encoder(nn.Module):
         shifts = None
         if short == "pad":
             clips, shifts = self._pad_short(clips)
-        plan = self._plan(clips, self._layers(layers))
-        results, vectors = self._run(plan, batch_size, progress)
-        embs = self._assemble(plan, results, vectors)
+        if self.device.type == "cpu":
+            _heap_policy()                  # once per process (glibc's thresholds: no page-fault storm per batch)
+        long_heap = self.device.type == "cpu" and self._long_input(clips) and _long_input_thresholds(True)
+        try:
+            plan = self._plan(clips, self._layers(layers))
+            results, vectors = self._run(plan, batch_size, progress)
+            embs = self._assemble(plan, results, vectors)
+        finally:
+            if long_heap:
+                _long_input_thresholds(False)
         for e, (left, n) in zip(embs, shifts or []):
             if left is not None:                 # back on the clip's own time line, with its own duration
                 e.timestamps_ms = e.timestamps_ms - 1000.0 * left / self.sample_rate
                 e.duration_s = n / self.sample_rate
         return embs
+
+    def _long_input(self, clips: List[Clip]) -> bool:
+        """Whether a clip is long: more than :data:`LONG_INPUT_PIECES` pieces (:func:`_long_input_thresholds`)."""
+        if not clips:
+            return False
+        longest = max(c[1].shape[-1] for c in clips)
+        return len(self._pieces(0, self.frontend.frames_for(longest))) > LONG_INPUT_PIECES
 
     def min_samples(self) -> int:
         """The fewest samples (at the model's rate) a clip needs to give the network its minimum of frames."""
@@ -580,10 +594,7 @@ class Encoder(nn.Module):
         report = progress if callable(progress) else None
         bar = _progress(len(pieces), progress is True, self.name)
         was_training = self.training
-        if self.device.type == "cpu":
-            _heap_policy()                  # once per process (glibc's thresholds: no page-fault storm per batch)
         self.eval()
-        long_heap = long_audio and self.device.type == "cpu" and _long_input_thresholds(True)
         try:
             for indices in batches:
                 batch = [pieces[i] for i in indices]
@@ -597,8 +608,6 @@ class Encoder(nn.Module):
             if long_audio:          # the end of a long input: hand back what its batches freed
                 _release_free_heap()
         finally:
-            if long_heap:
-                _long_input_thresholds(False)
             self.train(was_training)
             if bar is not None:
                 bar.close()
@@ -725,9 +734,10 @@ def _batch_clip_stats(x: torch.Tensor, n_frames: torch.Tensor) -> Tuple[torch.Te
 #: free heap a long input may keep between batches before it is trimmed
 HEAP_THRESHOLD_BYTES = 256 << 20
 HEAP_FREE_BOUND_BYTES = 64 << 20
-#: the thresholds while one long input runs (glibc's own ceilings for its dynamic thresholds: mmap 32 MB, trim
-#: twice that; see :func:`_long_input_thresholds`)
+#: the thresholds while a call with a long input runs (glibc's own ceilings for its dynamic thresholds: mmap 32 MB,
+#: trim twice that; see :func:`_long_input_thresholds`), and what is long: a clip of more pieces than this
 LONG_INPUT_MMAP_BYTES, LONG_INPUT_TRIM_BYTES = 32 << 20, 64 << 20
+LONG_INPUT_PIECES = 8
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3        # glibc's mallopt parameters (malloc.h)
 _LIBC = None
 _HEAP_SET = False
@@ -792,9 +802,10 @@ def _set_thresholds(mmap_bytes: int, trim_bytes: int) -> bool:
 
 
 def _long_input_thresholds(on: bool) -> bool:
-    """While a long input runs (``on``), glibc's own steady-state thresholds (:data:`LONG_INPUT_MMAP_BYTES`,
-    :data:`LONG_INPUT_TRIM_BYTES`) instead of the policy's 256 MB; back to the policy's after it (``on=False``).
-    Only where :func:`_heap_policy` set the thresholds (never against the user's settings). Returns whether set.
+    """While a call with a long input runs (``on``: its plan, batches and assembly), glibc's own steady-state
+    thresholds (:data:`LONG_INPUT_MMAP_BYTES`, :data:`LONG_INPUT_TRIM_BYTES`) instead of the policy's 256 MB, and
+    what the heap kept free until then handed back; the policy's again after it (``on=False``). Only where
+    :func:`_heap_policy` set the thresholds (never against the user's settings). Returns whether set.
 
     Short clips gain from the 256 MB thresholds (their batches reuse the same heap blocks, no faults); a long
     input's batches leave their kept results between the freed activations, and in a heap that keeps blocks up to
@@ -803,9 +814,13 @@ def _long_input_thresholds(on: bool) -> bool:
     input's batches are large, so the faults of its mapped blocks cost a small share of its time."""
     if not _HEAP_ACTIVE:
         return False
-    if on:
-        return _set_thresholds(LONG_INPUT_MMAP_BYTES, LONG_INPUT_TRIM_BYTES)
-    return _set_thresholds(HEAP_THRESHOLD_BYTES, HEAP_THRESHOLD_BYTES)
+    if not on:
+        return _set_thresholds(HEAP_THRESHOLD_BYTES, HEAP_THRESHOLD_BYTES)
+    # what the 256 MB heap kept free until now (earlier calls' blocks, the reading of this input) would not fit
+    # this input's blocks: handed back
+    switched = _set_thresholds(LONG_INPUT_MMAP_BYTES, LONG_INPUT_TRIM_BYTES)
+    _release_free_heap()
+    return switched
 
 
 def _free_heap_bytes() -> Optional[int]:
