@@ -101,6 +101,35 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     assert _faults(opted_out, AUDIO_REPR_MALLOPT="0") > 7 * 16000   # the user's choice: nothing set, glibc's storm
 
 
+def test_assembly_hands_back_a_long_clips_released_pieces(monkeypatch):
+    """The output of a long clip is filled piece by piece as the pieces are released; kept free in the heap, the
+    released pieces put the whole output on top of them (BYOL-A v2, 60 minutes: 2.68 GB peak instead of 1.97 GB):
+    every HEAP_FREE_BOUND_BYTES released (here 64 kB) the heap is handed back, during the assembly."""
+    import torch
+
+    import audio_repr
+    import audio_repr.inference.encoder as E
+
+    calls, where = [], []
+    monkeypatch.setattr(E, "HEAP_FREE_BOUND_BYTES", 64 << 10)
+    monkeypatch.setattr(E, "_release_free_heap", lambda bound=None: calls.append((bound, list(where))) or True)
+    assemble = E.Encoder._assemble
+
+    def traced(self, *a):
+        where.append("assemble")
+        try:
+            return assemble(self, *a)
+        finally:
+            where.pop()
+
+    monkeypatch.setattr(E.Encoder, "_assemble", traced)
+    enc = audio_repr.load("byola-v1-512", pretrained=False)
+    e = enc.embed(0.1 * torch.randn(16000 * 60), sr=16000)
+    during = [b for b, w in calls if w == ["assemble"]]
+    piece_bytes = 102 * 512 * 4                   # a 1024-frame piece's own steps: 102 frames of 512 floats
+    assert len(during) >= e.frames.numel() * 4 // piece_bytes // 2 and all(b is None for b in during), calls
+
+
 @pytest.mark.parametrize("name", ["ast-audioset", "m2d-vit-base"])
 def test_transformer_cpu_batches_by_frames(name):
     """The card's CPU frame budget (issue 29): AST four 1024-frame windows per batch (every window costs a full one),

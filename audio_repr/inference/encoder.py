@@ -679,12 +679,16 @@ class Encoder(nn.Module):
             # filled piece by piece as the pieces are released: the output is held once, not twice
             frames = torch.empty((sum(sizes), results[(ci, ps[0].start)].shape[-1]), dtype=torch.float32)
             stamps, piece_vectors, owned = [], [], []
-            at = 0
+            at = released = 0
             for p, size in zip(ps, sizes):
                 f = results.pop((ci, p.start))
                 frames[at: at + size] = f
                 at += size
+                released += f.numel() * f.element_size()
                 del f
+                if released > HEAP_FREE_BOUND_BYTES:    # a long clip: its released pieces' heap back to the OS as
+                    _release_free_heap()                # the output fills (kept free, the output came on top: +1 GB
+                    released = 0                        # at 60 minutes of BYOL-A v2)
                 if vectors:
                     piece_vectors.append(vectors.pop((ci, p.start)))
                     owned.append(p.stop - p.start)
