@@ -334,7 +334,10 @@ class Encoder(nn.Module):
         if self.normalisation.per_clip:
             mean, std = _batch_clip_stats(x, n_frames)
             stats = (mean, std * self.normalisation.scale)
-        return self._network(x, n_frames, stats)
+        outs = self._network(x, n_frames, stats)
+        for n in self.network.headed_layers:                # each frame through its head, as embed's frames
+            outs[n] = self.network.apply_head(n, outs[n])
+        return outs
 
     def _network(self, feats: torch.Tensor, n_frames: torch.Tensor,
                  stats: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
@@ -703,8 +706,9 @@ class Encoder(nn.Module):
         """The clip-level heads of the backbone's ``headed_layers`` on the pooled clip vector and on the frames
         (in place), after pooling: their clip vector is the head of the pooled input, as the original computes it."""
         for n, (a, b) in slices.items():
-            if n in self.network.headed_layers:
-                frames[:, a:b], clip[a:b] = self.network.apply_head(n, frames[:, a:b], clip[a:b])
+            if n in self.network.headed_layers:          # copied back into the float32 host tensors
+                frames[:, a:b] = self.network.apply_head(n, frames[:, a:b])
+                clip[a:b] = self.network.apply_head(n, clip[a:b])
         return clip
 
     def _piece_features(self, batch: List[_Piece], padded: List[torch.Tensor],

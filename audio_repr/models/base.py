@@ -103,12 +103,13 @@ class Backbone(nn.Module, ABC):
 
     #: layers whose ``forward`` output is the input of a clip-level head (M2D-CLAP's ``joint``: a non-linear
     #: projection of the clip's mean): the encoder pools them as the others, then :meth:`apply_head` maps both the
-    #: pooled clip vector and each frame
+    #: pooled clip vector and each frame (and ``Encoder.forward`` each frame of its batch)
     headed_layers: Tuple[str, ...] = ()
 
-    def apply_head(self, layer: str, frames: torch.Tensor, clip: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """A headed layer's ``(frames [T, D], clip [D])`` (pooled, float32 on the CPU) -> its final ones (same sizes)."""
-        return frames, clip
+    def apply_head(self, layer: str, x: torch.Tensor) -> torch.Tensor:
+        """A headed layer's vectors ``[..., D]`` (frames or a pooled clip vector, on any device) -> its final ones,
+        on the network's device (the same sizes)."""
+        return x
 
     def weights_norm_stats(self) -> Optional[Tuple[float, float]]:
         """The fixed normalisation ``(mean, std)`` the loaded weights carry (M2D checkpoints store theirs), which

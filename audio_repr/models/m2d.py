@@ -291,9 +291,8 @@ class M2DClapNet(M2DEncoder, TextTower):
         w = self.audio_proj[0].weight
         return F.normalize(self.audio_proj(x.to(w.device, w.dtype)), dim=-1)
 
-    def apply_head(self, layer: str, frames: torch.Tensor, clip: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        return (self.project_audio(frames).to("cpu", torch.float32),
-                self.project_audio(clip).to("cpu", torch.float32))
+    def apply_head(self, layer: str, x: torch.Tensor) -> torch.Tensor:
+        return self.project_audio(x)
 
     # ---- the text tower ----
     def set_text_files(self, vocab, model) -> None:
