@@ -818,7 +818,7 @@ def _long_input_thresholds(on: bool) -> bool:
     Short clips gain from the 256 MB thresholds (their batches reuse the same heap blocks, no faults); a long
     input's batches leave their kept results between the freed activations, and in a heap that keeps blocks up to
     256 MB the next batch's blocks no longer fit the holes: 10 minutes through AST at ``batch_size=8`` peaked at
-    1.48 GB, BYOL-A v1 at 0.69 GB (glibc's thresholds: 0.92 and 0.51 GB; docs/benchmarks.md, issue 29). A long
+    1.48 GB, BYOL-A v1 at 0.69 GB (glibc's thresholds: 0.91 and 0.50 GB; docs/benchmarks.md, issue 29). A long
     input's batches are large, so the faults of its mapped blocks cost a small share of its time."""
     if not _HEAP_ACTIVE:
         return False
