@@ -17,7 +17,7 @@ from torch import nn
 
 from ..weights import WeightsError
 
-__all__ = ["Roberta", "Bert", "Gpt2", "BpeTokenizer", "Gpt2Tokenizer", "WordPieceTokenizer"]
+__all__ = ["Roberta", "Bert", "Gpt2", "BpeTokenizer", "Gpt2Tokenizer", "WordPieceTokenizer", "tokenizer_paths"]
 
 
 # ---- RoBERTa -------------------------------------------------------------------------------------------------
@@ -280,3 +280,17 @@ class Gpt2Tokenizer:
         enc = [e.ids for e in self.tokenizer.encode_batch([t + self.suffix for t in texts])]
         width = max([self.length] + [len(e) for e in enc])
         return torch.tensor([e + [self.pad_id] * (width - len(e)) for e in enc], dtype=torch.long)
+
+
+def tokenizer_paths(files: Sequence[str]) -> Tuple[Path, ...]:
+    """The tokenizer files a text tower names (manifest entries such as ``roberta-base-vocab.json``) found like
+    weights (cache, ``AUDIO_REPR_MIRROR``, download), or one ``WeightsNotFoundError`` saying how to provide them."""
+    from ..weights import WeightsNotFoundError, resolve
+
+    try:
+        return tuple(resolve(k) for k in files)
+    except WeightsNotFoundError as e:
+        raise WeightsNotFoundError(
+            f"text embeddings need the tokenizer files {' and '.join(files)} "
+            f"(audio-repr download {' '.join(files)}, or "
+            f"enc.network.set_tokenizer_files(vocab, merges)): {e}") from None

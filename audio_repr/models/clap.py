@@ -39,7 +39,7 @@ from torch import nn
 
 from ..frontends.clap import ClapLogMel
 from ..layers.htsat import HTSAT
-from ..layers.text import BpeTokenizer, Roberta
+from ..layers.text import BpeTokenizer, Roberta, tokenizer_paths
 from ..registry import ModelCard, Normalisation, register
 from ..weights import WeightsError, load_checkpoint, unwrap_state_dict
 from . import register_family
@@ -115,15 +115,7 @@ class ClapNet(Backbone, TextTower):
     # ---- the text tower ----
     def tokenizer(self) -> BpeTokenizer:
         if self._tokenizer is None:
-            from ..weights import WeightsNotFoundError, resolve
-
-            try:
-                vocab, merges = (resolve(k) for k in self.tokenizer_files)
-            except WeightsNotFoundError as e:
-                raise WeightsNotFoundError(
-                    f"text embeddings need the tokenizer files {' and '.join(self.tokenizer_files)} "
-                    f"(audio-repr download {' '.join(self.tokenizer_files)}, or "
-                    f"enc.network.set_tokenizer_files(vocab, merges)): {e}") from None
+            vocab, merges = tokenizer_paths(self.tokenizer_files)
             self._tokenizer = BpeTokenizer(vocab, merges, self.context_length)
         return self._tokenizer
 

@@ -48,7 +48,7 @@ from torch import nn
 
 from ..frontends.msclap import MsClapLogMel
 from ..layers.htsat import HTSAT
-from ..layers.text import Gpt2, Gpt2Tokenizer
+from ..layers.text import Gpt2, Gpt2Tokenizer, tokenizer_paths
 from ..registry import ModelCard, Normalisation, register
 from ..weights import WeightsError, load_checkpoint, unwrap_state_dict
 from . import register_family
@@ -154,15 +154,7 @@ class MsClapNet(Backbone, TextTower):
     # ---- the text tower ----
     def tokenizer(self) -> Gpt2Tokenizer:
         if self._tokenizer is None:
-            from ..weights import WeightsNotFoundError, resolve
-
-            try:
-                vocab, merges = (resolve(k) for k in self.tokenizer_files)
-            except WeightsNotFoundError as e:
-                raise WeightsNotFoundError(
-                    f"text embeddings need the tokenizer files {' and '.join(self.tokenizer_files)} "
-                    f"(audio-repr download {' '.join(self.tokenizer_files)}, or "
-                    f"enc.network.set_tokenizer_files(vocab, merges)): {e}") from None
+            vocab, merges = tokenizer_paths(self.tokenizer_files)
             self._tokenizer = Gpt2Tokenizer(vocab, merges, self.context_length)
         return self._tokenizer
 
