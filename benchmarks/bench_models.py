@@ -429,9 +429,10 @@ def _median(v):
 def bench_interleaved(name, args):
     """Issue 29's rows: per clip length in ``args.lengths``, ``embed`` at the default batch, at batch 1, at the
     batch the default was before (``--before-batch``: 16 pieces) and the original's per-clip code, run A, B, C,
-    D, A, B, ... for ``args.rounds`` rounds (after one warm-up round) so the machine's load hits every side
-    alike; each row: the median seconds, their spread (max - min), the median minor page faults
-    (``ru_minflt``, which the load does not move) and the medians of the per-round ratios."""
+    D, then B, C, D, A, ... (each round starts one side later, so no side always runs first or after the
+    same one) for ``args.rounds`` rounds after one warm-up round, so the machine's load hits every side alike;
+    each row: the median seconds, their spread (max - min), the median minor page faults (``ru_minflt``, which
+    the load does not move) and the medians of the per-round ratios."""
     enc, peer_name, make_peer = load_with_peer(name, args.device)
     sr = enc.sample_rate
     rows = []
@@ -445,8 +446,10 @@ def bench_interleaved(name, args):
                  "original": make_peer(clips)}
         times = {k: [] for k in sides}
         faults = {k: [] for k in sides}
+        keys = list(sides)
         for r in range(args.rounds + 1):
-            for k, fn in sides.items():
+            for k in keys[r % len(keys):] + keys[:r % len(keys)]:    # each round starts with the next side
+                fn = sides[k]
                 dt, f = _run_counted(fn)
                 if r:                                     # round 0 warms every side up
                     times[k].append(dt)

@@ -49,9 +49,10 @@ def test_mallopt_keeps_freed_activations_in_the_heap():
 
 @glibc
 def test_long_input_trims_only_past_the_bound():
-    """Two minutes through byola-v1-512 at the default batch (one piece per batch, ~120 batches): trimming after
-    every batch faulted each batch's activations in again (~2,200 faults per batch); the bounded trim keeps the
-    pages; the heap is handed back once before the input (what earlier calls left) and once at its end."""
+    """Two minutes through byola-v1-512 at the default batch (one piece per batch): trimming after every batch
+    faulted each batch's activations in again (measured at one thread: 245k); the bounded trim keeps the heap's
+    pages (135k: what is left are the blocks over the long input's 16 MB mmap threshold); the heap is handed back
+    once before the input (what earlier calls left) and once at its end."""
     script = """
 import resource, torch, audio_repr
 import audio_repr.inference.encoder as E
@@ -68,13 +69,16 @@ f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
 assert len(calls) > 2 and calls[0] is None and calls[-1] is None and all(b is not None for b in calls[1:-1]), calls
 print(f)
 """
-    assert _faults(script) < 60000
+    bounded = _faults(script)
+    every_batch = _faults(script.replace("enc = audio_repr", "E._trim_between_batches = lambda bound: trim() and 0\n"
+                                                            "enc = audio_repr").replace("assert len(calls)", "# "))
+    assert bounded < 0.75 * every_batch, (bounded, every_batch)
 
 
 @glibc
 def test_long_input_runs_under_glibcs_own_thresholds_then_restores():
-    """A long input runs with glibc's steady-state thresholds (mmap 32 MB, trim 64 MB: with 256 MB its results
-    between the freed activations fragmented the heap, AST at batch_size=8 peaking at 2.5x); short clips keep
+    """A long input runs with smaller thresholds (mmap 16 MB, trim 32 MB: with 256 MB its results between the
+    freed activations fragmented the heap, AST at batch_size=8 peaking at 2.5x, and at 32 / 64 MB at 1.9x); short clips keep
     the policy's, and after the long input the policy's are back: 64 MB blocks are reused again (few faults)."""
     script = """
 import resource, torch, audio_repr
@@ -87,8 +91,8 @@ enc = audio_repr.load("byola-v1-512", pretrained=False)
 x = 0.1 * torch.randn(16000 * 120)
 enc.embed([x[:16000], x[:32000]], sr=16000)           # short clips: the policy's thresholds only
 assert calls == [(256, 256)], calls
-enc.embed(x, sr=16000)                                # a long input (12 pieces): glibc's thresholds while it runs
-assert calls == [(256, 256), (32, 64), (256, 256)], calls
+enc.embed(x, sr=16000)                                # a long input (12 pieces): 16 / 32 MB while it runs
+assert calls == [(256, 256), (16, 32), (256, 256)], calls
 torch.empty(16 << 20).fill_(1.0)
 f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(8):
@@ -97,7 +101,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
 """
     assert _faults(script) < 3 * 16384
     opted_out = script.replace("assert calls == [(256, 256)], calls", "assert calls == [], calls").replace(
-        "assert calls == [(256, 256), (32, 64), (256, 256)], calls", "assert calls == [], calls")
+        "assert calls == [(256, 256), (16, 32), (256, 256)], calls", "assert calls == [], calls")
     assert _faults(opted_out, AUDIO_REPR_MALLOPT="0") > 7 * 16000   # the user's choice: nothing set, glibc's storm
 
 

@@ -13,7 +13,7 @@ and its front end states (``audio_repr.frontends.FrontEnd``).
 * **run** — pieces of all clips, longest first, in batches of ``batch_size``: features, normalisation, the
   backbone, the selected layers cut to each piece's own steps and fused; progress after every batch; on a CPU
   glibc's malloc thresholds fixed once per process (256 MB: short clips' batches reuse their heap blocks), a
-  long input run under glibc's own steady-state thresholds and its heap trimmed only past a bound and at its end;
+  long input run under smaller thresholds (16 / 32 MB) and its heap trimmed only past a bound and at its end;
 * **assemble** — each clip's pieces in order, timestamps from one frame grid, the clip embedding from the
   backbone's pooling rule.
 """
@@ -742,9 +742,9 @@ def _batch_clip_stats(x: torch.Tensor, n_frames: torch.Tensor) -> Tuple[torch.Te
 #: free heap a long input may keep between batches before it is trimmed
 HEAP_THRESHOLD_BYTES = 256 << 20
 HEAP_FREE_BOUND_BYTES = 64 << 20
-#: the thresholds while a call with a long input runs (glibc's own ceilings for its dynamic thresholds: mmap 32 MB,
-#: trim twice that; see :func:`_long_input_thresholds`), and what is long: a clip of more pieces than this
-LONG_INPUT_MMAP_BYTES, LONG_INPUT_TRIM_BYTES = 32 << 20, 64 << 20
+#: the thresholds while a call with a long input runs (mmap 16 MB, trim twice that; measured against glibc's own
+#: ceilings of 32 / 64 MB: see :func:`_long_input_thresholds`), and what is long: a clip of more pieces than this
+LONG_INPUT_MMAP_BYTES, LONG_INPUT_TRIM_BYTES = 16 << 20, 32 << 20
 LONG_INPUT_PIECES = 8
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3        # glibc's mallopt parameters (malloc.h)
 _LIBC = None
@@ -810,16 +810,19 @@ def _set_thresholds(mmap_bytes: int, trim_bytes: int) -> bool:
 
 
 def _long_input_thresholds(on: bool) -> bool:
-    """While a call with a long input runs (``on``: its plan, batches and assembly), glibc's own steady-state
-    thresholds (:data:`LONG_INPUT_MMAP_BYTES`, :data:`LONG_INPUT_TRIM_BYTES`) instead of the policy's 256 MB, and
+    """While a call with a long input runs (``on``: its plan, batches and assembly), smaller thresholds
+    (:data:`LONG_INPUT_MMAP_BYTES` 16 MB, :data:`LONG_INPUT_TRIM_BYTES` 32 MB) instead of the policy's 256 MB, and
     what the heap kept free until then handed back; the policy's again after it (``on=False``). Only where
     :func:`_heap_policy` set the thresholds (never against the user's settings). Returns whether set.
 
     Short clips gain from the 256 MB thresholds (their batches reuse the same heap blocks, no faults); a long
     input's batches leave their kept results between the freed activations, and in a heap that keeps blocks up to
     256 MB the next batch's blocks no longer fit the holes: 10 minutes through AST at ``batch_size=8`` peaked at
-    1.48 GB, BYOL-A v1 at 0.69 GB (glibc's thresholds: 0.91 and 0.50 GB; docs/benchmarks.md, issue 29). A long
-    input's batches are large, so the faults of its mapped blocks cost a small share of its time."""
+    1.48 GB, BYOL-A v1 at 0.69 GB. With glibc's own ceilings (32 / 64 MB) the blocks between 16 and 32 MB still
+    fragmented it (AST 0.66-0.67 GB, BYOL-A v1 0.48-0.53 GB, above the tree before issue 29); at 16 / 32 MB AST
+    is at 0.35 GB and BYOL-A v1 at 0.42-0.47 GB, as before (docs/benchmarks.md, issue 29). A long input's batches
+    are large, so the faults of its mapped blocks cost a small share of its time (AST +4%; BYOL-A v1 at its
+    default batch, 10 minutes: 2.0-2.3 s, against 1.5-1.7 s at 32 MB and 4.0 s before issue 29)."""
     if not _HEAP_ACTIVE:
         return False
     if not on:
