@@ -41,6 +41,10 @@ class ClapLogMel(PANNsLogMel):
             wav = torch.trunc(wav.clamp(-1.0, 1.0) * 32767.0) / 32767.0
         n = wav.shape[-1]
         if 0 < n < self.clip_samples:
-            wav = wav.repeat(self.clip_samples // n)
-            wav = torch.nn.functional.pad(wav, (0, self.clip_samples - wav.shape[-1]))
+            wav = self.fill(wav)
         return super().edge_pad(wav)
+
+    def fill(self, wav: torch.Tensor) -> torch.Tensor:
+        """A clip shorter than ``clip_samples`` filled to it: ``repeatpad`` (whole repeats, then zeros)."""
+        wav = wav.repeat(self.clip_samples // wav.shape[-1])
+        return torch.nn.functional.pad(wav, (0, self.clip_samples - wav.shape[-1]))

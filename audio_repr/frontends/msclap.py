@@ -1,18 +1,18 @@
 """``MsClapLogMel``: Microsoft CLAP 2023's input pipeline — a clip shorter than 7 s repeated to fill 7 s (then
-cut), and its HTS-AT log-mel: torchlibrosa's (as PANNs': :class:`PANNsLogMel`) on 44.1 kHz audio with a mel
-filterbank drawn for 32 kHz."""
+cut), and its HTS-AT log-mel: torchlibrosa's (as LAION-CLAP's: :class:`ClapLogMel`, without its 16-bit
+quantisation and with its own fill) on 44.1 kHz audio with a mel filterbank drawn for 32 kHz."""
 
 from __future__ import annotations
 
 import torch
 
+from .clap import ClapLogMel
 from .filterbanks import mel_filterbank
-from .panns import PANNsLogMel
 
 __all__ = ["MsClapLogMel"]
 
 
-class MsClapLogMel(PANNsLogMel):
+class MsClapLogMel(ClapLogMel):
     """The log-mel ``msclap`` (``CLAPWrapper.get_audio_embeddings``) computes, one clip at a time:
 
     * a clip of at most ``clip_samples`` (7 s at 44.1 kHz) is filled as ``load_audio_into_tensor`` fills it:
@@ -30,21 +30,11 @@ class MsClapLogMel(PANNsLogMel):
                  f_min: float = 50.0, f_max: float = 14000.0, clip_samples: int = 308700,
                  mel_sample_rate: int = 32000):
         super().__init__(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
-                         f_min=f_min, f_max=f_max)
+                         f_min=f_min, f_max=f_max, clip_samples=clip_samples, quantise=False)
         self.fb = mel_filterbank(mel_sample_rate, n_fft, n_mels, f_min, f_max, "slaney")
         self.mel_sample_rate = int(mel_sample_rate)
-        self.clip_samples = int(clip_samples)
 
-    def frames_for(self, n_samples: int) -> int:
-        return 0 if n_samples <= 0 else max(n_samples, self.clip_samples) // self.hop_length + 1
-
-    def min_samples(self, n_frames: int) -> int:
-        if n_frames <= 0:
-            return 0
-        return 1 if n_frames <= self.frames_for(self.clip_samples) else (n_frames - 1) * self.hop_length
-
-    def edge_pad(self, wav: torch.Tensor) -> torch.Tensor:
-        n = wav.shape[-1]
-        if 0 < n < self.clip_samples:
-            wav = wav.repeat(-(-self.clip_samples // n))[: self.clip_samples]
-        return super().edge_pad(wav)
+    def fill(self, wav: torch.Tensor) -> torch.Tensor:
+        """A clip shorter than ``clip_samples`` filled to it as ``load_audio_into_tensor`` does: repeated
+        ``ceil(clip_samples / n)`` times, then cut (no zero padding)."""
+        return wav.repeat(-(-self.clip_samples // wav.shape[-1]))[: self.clip_samples]
