@@ -70,16 +70,18 @@ assert len(calls) > 2 and calls[0] is None and calls[-1] is None and all(b is no
 print(f)
 """
     bounded = _faults(script)
+    # the same run trimming after every batch (the replaced helper trims and returns a bound of 0)
     every_batch = _faults(script.replace("enc = audio_repr", "E._trim_between_batches = lambda bound: trim() and 0\n"
                                                             "enc = audio_repr").replace("assert len(calls)", "# "))
     assert bounded < 0.75 * every_batch, (bounded, every_batch)
 
 
 @glibc
-def test_long_input_runs_under_glibcs_own_thresholds_then_restores():
+def test_long_input_runs_under_smaller_thresholds_then_restores():
     """A long input runs with smaller thresholds (mmap 16 MB, trim 32 MB: with 256 MB its results between the
-    freed activations fragmented the heap, AST at batch_size=8 peaking at 2.5x, and at 32 / 64 MB at 1.9x); short clips keep
-    the policy's, and after the long input the policy's are back: 64 MB blocks are reused again (few faults)."""
+    freed activations fragmented the heap, AST at batch_size=8 peaking at 2.5x, and at 32 / 64 MB at 1.9x); short
+    clips keep the policy's, and after the long input the policy's are back: 64 MB blocks are reused again (few
+    faults)."""
     script = """
 import resource, torch, audio_repr
 import audio_repr.inference.encoder as E

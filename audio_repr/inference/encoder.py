@@ -820,9 +820,9 @@ def _long_input_thresholds(on: bool) -> bool:
     256 MB the next batch's blocks no longer fit the holes: 10 minutes through AST at ``batch_size=8`` peaked at
     1.48 GB, BYOL-A v1 at 0.69 GB. With glibc's own ceilings (32 / 64 MB) the blocks between 16 and 32 MB still
     fragmented it (AST 0.66-0.67 GB, BYOL-A v1 0.48-0.53 GB, above the tree before issue 29); at 16 / 32 MB AST
-    is at 0.35 GB and BYOL-A v1 at 0.42-0.47 GB, as before (docs/benchmarks.md, issue 29). A long input's batches
+    is at 0.35 GB and BYOL-A v1 at 0.41-0.47 GB, as before (docs/benchmarks.md, issue 29). A long input's batches
     are large, so the faults of its mapped blocks cost a small share of its time (AST +4%; BYOL-A v1 at its
-    default batch, 10 minutes: 2.0-2.3 s, against 1.5-1.7 s at 32 MB and 4.0 s before issue 29)."""
+    default batch, 10 minutes: 2.0-2.5 s, against 1.5-1.7 s at 32 MB and 4.0 s before issue 29)."""
     if not _HEAP_ACTIVE:
         return False
     if not on:
