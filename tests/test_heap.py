@@ -49,31 +49,34 @@ def test_mallopt_keeps_freed_activations_in_the_heap():
 
 @glibc
 def test_long_input_trims_only_past_the_bound():
-    """Two minutes through byola-v1-512 at the default batch (one piece per batch): trimming after every batch
-    faulted each batch's activations in again (measured at one thread: 245k); the bounded trim keeps the heap's
-    pages (135k: what is left are the blocks over the long input's 16 MB mmap threshold); the heap is handed back
-    once before the input (what earlier calls left) and once at its end."""
+    """Two minutes through byola-v1-512 at the default batch (one piece per batch): the heap is handed back once
+    before the input (what earlier calls left) and once at its end, and between batches only when its free part
+    passed the bound (here: rarely). Trimming after every batch faulted each batch's activations in again: more
+    faults (measured at one thread, two runs: 221-245k against 135-172k; the rest are the blocks over the long
+    input's 16 MB mmap threshold, mapped anew each batch either way)."""
     script = """
 import resource, torch, audio_repr
 import audio_repr.inference.encoder as E
 torch.set_num_threads(1)
 calls = []
 trim = E._release_free_heap
-E._release_free_heap = lambda bound=None: calls.append(bound) or trim(bound)
+trimmed = []
+E._release_free_heap = lambda bound=None: calls.append(bound) or trimmed.append(trim(bound)) or trimmed[-1]
 enc = audio_repr.load("byola-v1-512", pretrained=False)
 x = 0.1 * torch.randn(16000 * 120)
 enc.embed(x[:32000], sr=16000)
 f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 enc.embed(x, sr=16000)
 f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-assert len(calls) > 2 and calls[0] is None and calls[-1] is None and all(b is not None for b in calls[1:-1]), calls
+assert len(calls) > 10 and calls[0] is None and calls[-1] is None and all(b is not None for b in calls[1:-1]), calls
+assert sum(trimmed[1:-1]) <= len(calls[1:-1]) // 4, trimmed       # between batches: only past the bound
 print(f)
 """
     bounded = _faults(script)
     # the same run trimming after every batch (the replaced helper trims and returns a bound of 0)
     every_batch = _faults(script.replace("enc = audio_repr", "E._trim_between_batches = lambda bound: trim() and 0\n"
-                                                            "enc = audio_repr").replace("assert len(calls)", "# "))
-    assert bounded < 0.75 * every_batch, (bounded, every_batch)
+                                                            "enc = audio_repr").replace("assert ", "# "))
+    assert bounded < every_batch, (bounded, every_batch)
 
 
 @glibc
